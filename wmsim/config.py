@@ -308,8 +308,15 @@ def add_config_arguments(parser: Any, cls: type, prefix: str = "") -> None:
             continue
         kind, nargs = _leaf_type(hint)
         help_text = _field_help(cls, f)
-        parser.add_argument(f"--{name}", dest=name, type=kind, nargs=nargs, default=None,
-                            metavar=kind.__name__.upper() if nargs is None else "N", help=help_text)
+        parser.add_argument(
+            f"--{name}",
+            dest=name,
+            type=kind,
+            nargs=nargs,
+            default=None,
+            metavar=kind.__name__.upper() if nargs is None else "N",
+            help=help_text,
+        )
 
 
 def _leaf_type(hint: Any) -> tuple[Any, str | None]:
@@ -339,9 +346,8 @@ _parse_bool.__name__ = "bool"
 
 
 def _field_help(cls: type, f: dataclasses.Field) -> str:
-    default = f.default if f.default is not dataclasses.MISSING else None
-    doc = (f.metadata or {}).get("help", "")
-    return f"{doc} (preset value; default {default!r})" if doc else "preset value"
+    doc = str(f.metadata.get("help", "")) if f.metadata else ""
+    return f"{doc} (overrides the preset)" if doc else "overrides the preset"
 
 
 def apply_overrides(config: T, overrides: typing.Mapping[str, Any]) -> T:

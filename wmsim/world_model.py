@@ -62,9 +62,7 @@ class IOSpec:
             return cls(shape, image, int(action_space.n), True)
         if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
             return cls(shape, image, int(action_space.shape[0]), False)
-        raise ValueError(
-            f"action space {action_space} is not supported: use Discrete or a 1-D Box"
-        )
+        raise ValueError(f"action space {action_space} is not supported: use Discrete or a 1-D Box")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,8 +77,12 @@ class IOSpec:
         expected = {"obs_shape", "image", "action_size", "discrete"}
         if set(data) != expected:
             raise ValueError(f"io spec keys {sorted(data)} differ from the expected {sorted(expected)}")
-        return cls(tuple(int(s) for s in data["obs_shape"]), bool(data["image"]),
-                   int(data["action_size"]), bool(data["discrete"]))
+        return cls(
+            tuple(int(s) for s in data["obs_shape"]),
+            bool(data["image"]),
+            int(data["action_size"]),
+            bool(data["discrete"]),
+        )
 
 
 class WorldModel(nn.Module):
@@ -93,23 +95,25 @@ class WorldModel(nn.Module):
         feat = config.rssm.feat_size
         if io.image:
             channels = io.obs_shape[-1]
-            self.encoder: nn.Module = ConvEncoder(channels, config.encoder.cnn_depth,
-                                                  config.encoder.cnn_kernels, IMAGE_SIZE)
+            self.encoder: nn.Module = ConvEncoder(
+                channels, config.encoder.cnn_depth, config.encoder.cnn_kernels, IMAGE_SIZE
+            )
             embed_size = self.encoder.out_size  # type: ignore[assignment]
-            self.decoder: nn.Module = ConvDecoder(feat, channels, config.decoder.cnn_depth,
-                                                  config.decoder.cnn_kernels)
+            self.decoder: nn.Module = ConvDecoder(
+                feat, channels, config.decoder.cnn_depth, config.decoder.cnn_kernels
+            )
         else:
             obs_size = io.obs_shape[0]
             e, d = config.encoder, config.decoder
-            self.encoder = nn.Sequential(MLP(obs_size, e.mlp_units, e.mlp_layers - 1, e.mlp_units),
-                                         nn.ELU())
+            self.encoder = nn.Sequential(MLP(obs_size, e.mlp_units, e.mlp_layers - 1, e.mlp_units), nn.ELU())
             embed_size = e.mlp_units
             self.decoder = MLP(feat, obs_size, d.mlp_layers, d.mlp_units)
         self.rssm = RSSM(config.rssm, io.action_size, int(embed_size))
         self.reward_head = MLP(feat, 1, config.reward_head.layers, config.reward_head.units)
         self.discount_head: nn.Module | None = (
             MLP(feat, 1, config.discount_head.layers, config.discount_head.units)
-            if config.pred_discount else None
+            if config.pred_discount
+            else None
         )
 
     # ------------------------------------------------------------------ data preparation
@@ -183,7 +187,7 @@ class WorldModel(nn.Module):
         return self.rssm.observe(embed, batch["action"], batch["is_first"], state)
 
     # ------------------------------------------------------------------ the loss
-    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, State, dict[str, float]]:
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, State, dict[str, torch.Tensor]]:
         """DreamerV2's world-model loss on a batch of sequences.
 
         ``loss = kl_scale * KL_balanced + image_scale * NLL(obs) + reward_scale * NLL(reward)
@@ -202,7 +206,7 @@ class WorldModel(nn.Module):
         reward_target = self.transform_reward(batch["reward"].float())
         reward_nll = 0.5 * (self.reward(feat).float() - reward_target).pow(2).mean()
         loss = c.loss.kl_scale * kl_loss + c.loss.image_scale * obs_nll + c.loss.reward_scale * reward_nll
-        metrics: dict[str, Any] = {
+        metrics: dict[str, torch.Tensor] = {
             "kl": kl.mean().detach(),
             "kl_loss": kl_loss.detach(),
             "obs_loss": obs_nll.detach(),
@@ -231,8 +235,9 @@ class WorldModelTrainer:
     def __init__(self, model: WorldModel, *, precision: str = "auto") -> None:
         self.model = model
         o = model.config.optim
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, eps=o.eps,
-                                           weight_decay=o.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=o.lr, eps=o.eps, weight_decay=o.weight_decay
+        )
         device = next(model.parameters()).device
         if precision == "auto":
             precision = "bf16" if device.type == "cuda" else "fp32"

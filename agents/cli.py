@@ -1,0 +1,152 @@
+"""The ``wmsim`` command. It lives in ``agents``, the top layer, because its subcommands reach every
+layer (``hub`` <- ``wmsim`` <- ``agents``).
+
+Training options are generated from :class:`agents.config.TrainConfig`: every field is a
+``--dotted.name`` option that overrides the chosen ``--preset``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from wmsim.config import add_config_arguments, apply_overrides, flat_items
+
+from .config import TRAIN_PRESETS, TrainConfig, train_preset
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a DreamerV2 world model on a real env (resumes if --logdir holds the run)",
+        description="Collect real experience and train a DreamerV2 world model. Options override the"
+        " values of --preset; run the same command again to resume after an interruption.",
+    )
+    p.add_argument("--preset", default="small", help=f"one of {', '.join(TRAIN_PRESETS)} (default small)")
+    p.add_argument("--no-eval", action="store_true", help="skip the open-loop evaluation at the end")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_arguments(p, TrainConfig)
+
+
+def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="open-loop evaluation of a bundle on held-out real episodes")
+    p.add_argument("bundle", help="a bundle directory (e.g. runs/x/bundle)")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--context", type=int, default=5)
+    p.add_argument("--horizon", type=int, default=50)
+    p.add_argument("--seed", type=int, default=10_000, help="seed of the first held-out episode")
+    p.add_argument("--max-steps", type=int, default=500, help="longest held-out episode, in agent steps")
+    p.add_argument("--out", default=None, help="folder for openloop.png/json (default: the bundle)")
+    p.add_argument("--device", default="auto")
+
+
+def _bench_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks that print a table and write JSON")
+    what = p.add_subparsers(dest="what", required=True)
+    t = what.add_parser("train", help="world-model updates/s for each preset on one device")
+    t.add_argument("--presets", nargs="+", default=list(TRAIN_PRESETS), choices=list(TRAIN_PRESETS))
+    t.add_argument("--device", default="auto")
+    t.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    t.add_argument("--updates", type=int, default=5, help="timed updates per preset (after 2 warm-up)")
+    t.add_argument("--batch-size", type=int, default=None, help="override every preset's batch size")
+    t.add_argument("--json", default="bench_train.json", help="where to write the results")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wmsim", description="Learned simulators from DreamerV2 world models."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    _evaluate_parser(sub)
+    _bench_parser(sub)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The preset named by ``--preset`` with every option the user typed applied on top."""
+    config = train_preset(args.preset)
+    overrides = {
+        key: getattr(args, key) for key in flat_items(config) if getattr(args, key, None) is not None
+    }
+    return apply_overrides(config, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    config = config_from_args(args)
+    result = train(config, progress=not args.quiet, evaluate=not args.no_eval)
+    resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
+    print(f"trained {result.env_steps} env steps, {result.updates} updates{resumed}")
+    print(f"bundle: {result.bundle}")
+    if result.open_loop is not None:
+        print(f"open-loop figure: {result.logdir / 'openloop.png'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from wmsim.bundle import load_bundle
+    from wmsim.evaluate import format_table
+
+    from .train import evaluate_model, resolve_device
+
+    bundle = load_bundle(args.bundle, device=resolve_device(args.device))
+    out = Path(args.out) if args.out else Path(args.bundle)
+    out.mkdir(parents=True, exist_ok=True)
+    result = evaluate_model(
+        bundle.model,
+        bundle.env_spec,
+        episodes=args.episodes,
+        seed=args.seed,
+        context=args.context,
+        horizon=args.horizon,
+        max_steps=args.max_steps,
+        figure=out / "openloop.png",
+    )
+    (out / "openloop.json").write_text(result.to_json())
+    print(format_table(result))
+    print(f"wrote {out / 'openloop.png'} and {out / 'openloop.json'}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench_train, format_bench
+    from .train import resolve_device
+
+    rows = bench_train(
+        args.presets, resolve_device(args.device), args.precision, args.updates, args.batch_size
+    )
+    print(format_bench(rows))
+    Path(args.json).write_text(json.dumps(rows, indent=2))
+    print(f"wrote {args.json}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench}
+    try:
+        return commands[args.command](args)
+    except (ValueError, FileNotFoundError) as exc:
+        if args.verbose:
+            raise
+        print(f"wmsim {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

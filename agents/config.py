@@ -1,0 +1,138 @@
+"""Training configuration: the world-model config plus the data and schedule of a run, with the
+DreamerV2 paper's values as named presets (``atari``, ``dmc_vision``, ``dmc_proprio``) and small CPU
+presets (``small``, ``tiny``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from wmsim.config import WorldModelConfig, check_choice, model_preset
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Step counts are agent steps (after action repeat) unless said otherwise."""
+
+    env: str = field(
+        default="CartPole-v1", metadata={"help": "env id: atari/Pong, dmc/walker-walk, CartPole-v1"}
+    )
+    env_obs: str = field(default="", metadata={"help": "observation type override: pixels or state"})
+    steps: int = field(default=100_000, metadata={"help": "env steps to collect in total"})
+    logdir: str = field(default="runs/default", metadata={"help": "run directory (resumed if it exists)"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    precision: str = field(default="auto", metadata={"help": "auto (bf16 on GPU), bf16 or fp32"})
+    seed: int = 0
+    batch_size: int = 16
+    seq_len: int = 50
+    train_every: int = field(default=16, metadata={"help": "env steps between training phases"})
+    train_steps: int = field(default=1, metadata={"help": "gradient updates per training phase"})
+    prefill: int = field(default=50_000, metadata={"help": "random env steps before training starts"})
+    pretrain: int = field(default=1, metadata={"help": "updates made once, right after prefill"})
+    replay_capacity: int = 2_000_000
+    replay_chunk: int = field(default=1024, metadata={"help": "steps per replay file on disk"})
+    log_every: int = field(default=1000, metadata={"help": "env steps between metric logs"})
+    checkpoint_every: int = field(default=10_000, metadata={"help": "env steps between checkpoints"})
+    start_states: int = field(default=256, metadata={"help": "episode starts kept for the bundle"})
+    model: WorldModelConfig = field(default_factory=WorldModelConfig)
+
+    def __post_init__(self) -> None:
+        positive = (
+            "steps",
+            "batch_size",
+            "seq_len",
+            "train_every",
+            "train_steps",
+            "replay_capacity",
+            "replay_chunk",
+            "log_every",
+            "checkpoint_every",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be positive")
+        if self.replay_capacity < self.seq_len:
+            raise ValueError(f"replay_capacity={self.replay_capacity} is smaller than seq_len={self.seq_len}")
+        if self.env_obs not in ("", "pixels", "state"):
+            raise ValueError(f"env_obs={self.env_obs!r}: choose 'pixels', 'state' or leave empty")
+
+    # Fields that may change between a run and its resume; anything else must match.
+    OPERATIONAL = ("steps", "logdir", "device", "log_every", "checkpoint_every", "precision")
+
+
+def _atari() -> TrainConfig:
+    return TrainConfig(
+        env="atari/Pong",
+        steps=50_000_000,
+        train_every=16,
+        prefill=50_000,
+        pretrain=1,
+        model=model_preset("atari"),
+    )
+
+
+def _dmc_vision() -> TrainConfig:
+    return TrainConfig(
+        env="dmc/walker-walk",
+        env_obs="pixels",
+        steps=1_000_000,
+        train_every=5,
+        prefill=1000,
+        pretrain=100,
+        log_every=1000,
+        model=model_preset("dmc_vision"),
+    )
+
+
+def _dmc_proprio() -> TrainConfig:
+    return dataclasses.replace(_dmc_vision(), env_obs="state", model=model_preset("dmc_proprio"))
+
+
+def _small() -> TrainConfig:
+    return TrainConfig(
+        env="CartPole-v1",
+        steps=20_000,
+        batch_size=16,
+        seq_len=32,
+        train_every=5,
+        prefill=1000,
+        pretrain=100,
+        replay_capacity=100_000,
+        replay_chunk=512,
+        log_every=500,
+        checkpoint_every=2000,
+        model=model_preset("small"),
+    )
+
+
+def _tiny() -> TrainConfig:
+    return TrainConfig(
+        env="CartPole-v1",
+        steps=2000,
+        batch_size=4,
+        seq_len=16,
+        train_every=10,
+        prefill=200,
+        pretrain=5,
+        replay_capacity=10_000,
+        replay_chunk=128,
+        log_every=100,
+        checkpoint_every=500,
+        start_states=16,
+        model=model_preset("tiny"),
+    )
+
+
+TRAIN_PRESETS: dict[str, Callable[[], TrainConfig]] = {
+    "atari": _atari,
+    "dmc_vision": _dmc_vision,
+    "dmc_proprio": _dmc_proprio,
+    "small": _small,
+    "tiny": _tiny,
+}
+
+
+def train_preset(name: str) -> TrainConfig:
+    """The training config of a named preset; a typo raises a ValueError with the closest name."""
+    return TRAIN_PRESETS[check_choice("preset", name, TRAIN_PRESETS)]()

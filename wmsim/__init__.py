@@ -1,0 +1,42 @@
+"""wmsim: DreamerV2 discrete world models as Gymnasium environments, and the tools to train them."""
+
+__version__ = "0.1.0"
+
+from .bundle import Bundle, BundleError, StartStates, load_bundle, save_bundle
+from .config import (
+    DecoderConfig,
+    EncoderConfig,
+    HeadConfig,
+    LossConfig,
+    OptimConfig,
+    RSSMConfig,
+    WorldModelConfig,
+    model_preset,
+)
+from .envs import EnvSpec, make_env
+from .rssm import RSSM, State
+from .world_model import IOSpec, WorldModel, WorldModelTrainer
+
+__all__ = [
+    "RSSM",
+    "Bundle",
+    "BundleError",
+    "DecoderConfig",
+    "EncoderConfig",
+    "EnvSpec",
+    "HeadConfig",
+    "IOSpec",
+    "LossConfig",
+    "OptimConfig",
+    "RSSMConfig",
+    "StartStates",
+    "State",
+    "WorldModel",
+    "WorldModelConfig",
+    "WorldModelTrainer",
+    "__version__",
+    "load_bundle",
+    "make_env",
+    "model_preset",
+    "save_bundle",
+]

@@ -1,0 +1,226 @@
+"""Model bundles: a directory that holds a trained world model and everything needed to use it.
+
+Layout (format version 1)::
+
+    config.json               format, versions, env description and spaces, io spec, model config
+    model.safetensors         world-model weights
+    start_states.safetensors  posterior states of real episode starts: obs (N, *obs_shape),
+                              deter (N, D) float32, stoch (N, S) int64 class indices
+
+Loading is safetensors + JSON only (nothing is unpickled) and strict: the format version, the config
+schema and every tensor's name, shape and dtype are checked, and any mismatch names the file and what
+is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .config import WorldModelConfig, from_dict, to_dict
+from .envs import EnvSpec
+from .rssm import State
+from .world_model import IOSpec, WorldModel
+
+FORMAT = "wmsim-bundle"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+START_STATES_FILE = "start_states.safetensors"
+
+
+class BundleError(ValueError):
+    """A bundle directory is missing, incomplete, corrupt or from another program."""
+
+
+@dataclass
+class StartStates:
+    """A bank of posterior states at real episode starts: ``obs (N, *obs_shape)``, ``deter (N, D)``,
+    ``stoch (N, S)`` class indices."""
+
+    obs: torch.Tensor
+    deter: torch.Tensor
+    stoch: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.deter.shape[0])
+
+    def state(self, index: torch.Tensor, classes: int) -> State:
+        """The model states at ``index (B,)`` as a :class:`State` (one-hot stoch, logits of the one-hot)."""
+        stoch = torch.nn.functional.one_hot(self.stoch[index].long(), classes).float()
+        return State(self.deter[index].float(), stoch, torch.log(stoch.clamp_min(1e-8)))
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {
+            "obs": self.obs.contiguous(),
+            "deter": self.deter.float().contiguous(),
+            "stoch": self.stoch.long().contiguous(),
+        }
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the model (on CPU, eval mode), its env description and start states."""
+
+    model: WorldModel
+    env_spec: EnvSpec
+    spaces: dict[str, Any]
+    start_states: StartStates
+    info: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def config(self) -> WorldModelConfig:
+        return self.model.config
+
+
+@torch.no_grad()
+def encode_start_states(model: WorldModel, obs: torch.Tensor) -> StartStates:
+    """Posterior states of first observations ``obs (N, *obs_shape)`` from the all-zero state."""
+    device = next(model.parameters()).device
+    obs_d = obs.to(device)
+    n = obs.shape[0]
+    prev = model.rssm.initial(n, device)
+    action = torch.zeros(n, model.io.action_size, device=device)
+    is_first = torch.ones(n, dtype=torch.bool, device=device)
+    post, _ = model.rssm.obs_step(prev, action, model.encode(obs_d), is_first, sample=False)
+    return StartStates(obs.cpu(), post.deter.cpu(), post.stoch.argmax(-1).cpu())
+
+
+def save_bundle(
+    directory: str | os.PathLike,
+    model: WorldModel,
+    env_spec: EnvSpec,
+    spaces: dict[str, Any],
+    start_states: StartStates,
+    info: dict[str, Any] | None = None,
+) -> Path:
+    """Write a bundle into ``directory`` (created if needed). Each file is written to a temporary name
+    and renamed into place, so a crash never leaves a half-written file behind."""
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "wmsim_version": __version__,
+        "env": env_spec.to_dict(),
+        "spaces": spaces,
+        "io": model.io.to_dict(),
+        "model": to_dict(model.config),
+        "num_start_states": len(start_states),
+        "info": info or {},
+    }
+    weights = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    _atomic(path / WEIGHTS_FILE, lambda p: save_file(weights, str(p), metadata={"format": FORMAT}))
+    _atomic(
+        path / START_STATES_FILE,
+        lambda p: save_file(start_states.tensors(), str(p), metadata={"format": FORMAT}),
+    )
+    _atomic(path / CONFIG_FILE, lambda p: p.write_text(json.dumps(config, indent=2, sort_keys=True)))
+    return path
+
+
+def _atomic(target: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_bundle_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """The validated ``config.json`` of a bundle directory."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise BundleError(f"no bundle directory at {path}: pass the folder that holds {CONFIG_FILE}")
+    config_path = path / CONFIG_FILE
+    if not config_path.is_file():
+        raise BundleError(f"{path} holds no {CONFIG_FILE}: it is not a wmsim bundle (or it is incomplete)")
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{config_path} is not valid JSON ({exc}): the bundle is corrupt") from exc
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise BundleError(f"{config_path} is not a wmsim bundle config (its 'format' is not {FORMAT!r})")
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{config_path} has bundle format version {version!r}; this wmsim ({__version__}) reads"
+            f" version {FORMAT_VERSION}: upgrade wmsim or re-export the bundle"
+        )
+    missing = [k for k in ("env", "spaces", "io", "model") if k not in config]
+    if missing:
+        raise BundleError(f"{config_path} lacks the key(s) {missing}: the bundle is incomplete")
+    return config
+
+
+def load_bundle(directory: str | os.PathLike, device: torch.device | str = "cpu") -> Bundle:
+    """Load and validate a bundle directory (see module docstring)."""
+    path = Path(directory)
+    config = read_bundle_config(path)
+    try:
+        model_config = from_dict(WorldModelConfig, config["model"], path=".model")
+        io = IOSpec.from_dict(config["io"])
+        env_spec = EnvSpec.from_dict(config["env"])
+    except (ValueError, TypeError) as exc:
+        raise BundleError(f"{path / CONFIG_FILE}: {exc}") from exc
+    model = WorldModel(model_config, io)
+    weights = _load_safetensors(path / WEIGHTS_FILE)
+    _check_tensors(path / WEIGHTS_FILE, weights, dict(model.state_dict()))
+    model.load_state_dict(weights, strict=True)
+    starts = _load_safetensors(path / START_STATES_FILE)
+    n = int(config.get("num_start_states", starts.get("deter", torch.empty(0)).shape[0]))
+    expected = {
+        "obs": torch.empty(n, *io.obs_shape, dtype=torch.uint8 if io.image else torch.float32),
+        "deter": torch.empty(n, model_config.rssm.deter),
+        "stoch": torch.empty(n, model_config.rssm.stoch, dtype=torch.int64),
+    }
+    _check_tensors(path / START_STATES_FILE, starts, expected)
+    if n and (starts["stoch"].min() < 0 or starts["stoch"].max() >= model_config.rssm.classes):
+        raise BundleError(f"{path / START_STATES_FILE}: stoch class indices outside [0, classes)")
+    model.to(device).eval()
+    return Bundle(model, env_spec, config["spaces"], StartStates(**starts), config.get("info", {}), path)
+
+
+def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    if not file.is_file():
+        raise BundleError(f"{file} is missing: the bundle is incomplete (re-download or re-export it)")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BundleError(
+            f"{file} is not a readable safetensors file ({exc}): the bundle is corrupt"
+        ) from exc
+
+
+def _check_tensors(file: Path, found: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    if unexpected:
+        problems.append(f"unexpected tensors {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+    for name in sorted(set(found) & set(expected)):
+        got, want = found[name], expected[name]
+        if tuple(got.shape) != tuple(want.shape) or got.dtype != want.dtype:
+            problems.append(
+                f"{name}: {got.dtype} {tuple(got.shape)} where the config implies"
+                f" {want.dtype} {tuple(want.shape)}"
+            )
+    if problems:
+        raise BundleError(f"{file} does not match its config.json: " + "; ".join(problems[:6]))

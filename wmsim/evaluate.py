@@ -1,0 +1,264 @@
+"""Open-loop evaluation of a world model on held-out real episodes (DreamerV2's figure 5 protocol).
+
+From every cut point ``c`` of an episode (after at least ``context`` real steps) the model filters the
+real observations up to ``c - 1``, then predicts ``horizon`` steps open loop from the real actions
+alone (prior mode, no observations). Per horizon it reports the observation error (mean squared error
+per element; images scaled to [0, 1]), the reward error (mean absolute error of the transformed reward)
+and the termination accuracy, each next to a naive baseline: repeat the last observed observation and
+reward, and predict that the episode never ends.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .world_model import WorldModel
+
+
+@dataclass
+class OpenLoopResult:
+    """Per-horizon errors, index ``h - 1`` for horizon ``h``; NaN where no window reaches ``h``."""
+
+    horizon: int
+    context: int
+    windows: int
+    obs_mse: list[float]
+    obs_mse_baseline: list[float]
+    reward_mae: list[float]
+    reward_mae_baseline: list[float]
+    termination_acc: list[float]
+    termination_acc_baseline: list[float]
+    counts: list[int]
+
+    def at(self, h: int) -> dict[str, float]:
+        """All figures at horizon ``h`` (1-based)."""
+        i = h - 1
+        return {
+            "obs_mse": self.obs_mse[i],
+            "obs_mse_baseline": self.obs_mse_baseline[i],
+            "reward_mae": self.reward_mae[i],
+            "reward_mae_baseline": self.reward_mae_baseline[i],
+            "termination_acc": self.termination_acc[i],
+            "termination_acc_baseline": self.termination_acc_baseline[i],
+            "count": self.counts[i],
+        }
+
+    def mean(self, upto: int | None = None) -> dict[str, float]:
+        """Figures averaged over horizons ``1..upto`` (weighted by the number of windows)."""
+        n = np.asarray(self.counts[:upto], float)
+        out = {}
+        for key in (
+            "obs_mse",
+            "obs_mse_baseline",
+            "reward_mae",
+            "reward_mae_baseline",
+            "termination_acc",
+            "termination_acc_baseline",
+        ):
+            values = np.nan_to_num(np.asarray(getattr(self, key)[:upto], float))
+            out[key] = float((values * n).sum() / max(n.sum(), 1.0))
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+
+def _pad(episodes: list[dict[str, np.ndarray]], key: str, length: int) -> np.ndarray:
+    first = episodes[0][key]
+    out = np.zeros((len(episodes), length, *first.shape[1:]), first.dtype)
+    for i, episode in enumerate(episodes):
+        out[i, : len(episode[key])] = episode[key]
+    return out
+
+
+@torch.no_grad()
+def open_loop(
+    model: WorldModel,
+    episodes: list[dict[str, np.ndarray]],
+    context: int = 5,
+    horizon: int = 50,
+    stride: int = 5,
+    return_predictions: bool = False,
+) -> tuple[OpenLoopResult, dict[str, np.ndarray]]:
+    """Evaluate ``model`` on ``episodes`` (arrays ``(T_i + 1, ...)`` from :func:`wmsim.data.rollout`).
+
+    Returns the result and, if ``return_predictions``, the first window of every episode as arrays
+    ``real (E, context + horizon, ...)`` / ``pred (E, horizon, ...)`` for pictures.
+    """
+    if context < 1 or horizon < 1:
+        raise ValueError(f"context={context} and horizon={horizon} must be at least 1")
+    device = next(model.parameters()).device
+    model.eval()
+    lengths = [len(e["reward"]) for e in episodes]
+    episodes = [e for e, n in zip(episodes, lengths, strict=True) if n > context]
+    if not episodes:
+        raise ValueError(f"no episode is longer than the context of {context} steps")
+    lengths = [len(e["reward"]) for e in episodes]
+    max_len = max(lengths)
+    arrays = {key: _pad(episodes, key, max_len) for key in ("obs", "action", "reward", "is_terminal")}
+    is_first = np.zeros((len(episodes), max_len), bool)
+    is_first[:, 0] = True
+    batch = {key: torch.as_tensor(value, device=device) for key, value in arrays.items()}
+    embed = model.encode(batch["obs"])
+    posts, _ = model.rssm.observe(
+        embed, batch["action"].float(), torch.as_tensor(is_first, device=device), sample=False
+    )
+
+    # Cut points: predict steps c .. c + horizon - 1 from the posterior at c - 1.
+    cuts = [(i, c) for i, n in enumerate(lengths) for c in range(context, n, stride)]
+    ep_idx = torch.as_tensor([i for i, _ in cuts], device=device)
+    cut_idx = torch.as_tensor([c for _, c in cuts], device=device)
+    start = posts.map(lambda t: t[ep_idx, cut_idx - 1])
+    offsets = torch.arange(horizon, device=device)
+    steps = (cut_idx[:, None] + offsets[None]).clamp(max=max_len - 1)  # (N, H)
+    valid = (cut_idx[:, None] + offsets[None]) < torch.as_tensor(lengths, device=device)[ep_idx][:, None]
+    actions = batch["action"].float()[ep_idx[:, None], steps]
+    pred = model.rssm.imagine(start, actions, sample=False)
+    feat = pred.feat
+    pred_obs = model.obs_from_output(model.decode(feat))
+    real_obs = batch["obs"][ep_idx[:, None], steps]
+    last_obs = batch["obs"][ep_idx, cut_idx - 1][:, None].expand_as(real_obs)
+    scale = 255.0 if model.io.image else 1.0
+    dims = tuple(range(2, real_obs.dim()))
+    obs_err = ((pred_obs.float() - real_obs.float()) / scale).pow(2).mean(dims)
+    base_err = ((last_obs.float() - real_obs.float()) / scale).pow(2).mean(dims)
+    real_reward = model.transform_reward(batch["reward"].float()[ep_idx[:, None], steps])
+    last_reward = model.transform_reward(batch["reward"].float()[ep_idx, cut_idx - 1])[:, None]
+    reward_err = (model.reward(feat) - real_reward).abs()
+    reward_base = (last_reward - real_reward).abs()
+    terminal = batch["is_terminal"][ep_idx[:, None], steps].bool()
+    pred_terminal = model.continue_prob(feat) < 0.5
+    term_acc = (pred_terminal == terminal).float()
+    base_acc = (~terminal).float()
+
+    mask = valid.float()
+    counts = mask.sum(0)
+
+    def per_h(values: torch.Tensor) -> list[float]:
+        sums = (values * mask).sum(0)
+        return [
+            float(s / n) if n > 0 else float("nan") for s, n in zip(sums.cpu(), counts.cpu(), strict=True)
+        ]
+
+    result = OpenLoopResult(
+        horizon=horizon,
+        context=context,
+        windows=len(cuts),
+        obs_mse=per_h(obs_err),
+        obs_mse_baseline=per_h(base_err),
+        reward_mae=per_h(reward_err),
+        reward_mae_baseline=per_h(reward_base),
+        termination_acc=per_h(term_acc),
+        termination_acc_baseline=per_h(base_acc),
+        counts=[int(n) for n in counts.cpu()],
+    )
+    pictures: dict[str, np.ndarray] = {}
+    if return_predictions:
+        first = [min(k for k, (i, _) in enumerate(cuts) if i == e) for e in range(len(episodes))]
+        pictures = {
+            "real": _window(arrays["obs"], [cuts[k] for k in first], context, horizon),
+            "pred": pred_obs[first].cpu().numpy(),
+            "valid": valid[first].cpu().numpy(),
+        }
+    return result, pictures
+
+
+def _window(obs: np.ndarray, cuts: list[tuple[int, int]], context: int, horizon: int) -> np.ndarray:
+    out = np.zeros((len(cuts), context + horizon, *obs.shape[2:]), obs.dtype)
+    for k, (i, c) in enumerate(cuts):
+        part = obs[i, c - context : c + horizon]
+        out[k, : len(part)] = part
+    return out
+
+
+def write_open_loop_figure(
+    pictures: dict[str, np.ndarray], path: str | Path, context: int, every: int = 5, rows: int = 4
+) -> Path:
+    """Write the DreamerV2-style open-loop figure: for each of ``rows`` episodes, the real frames
+    (top), the model's open-loop frames (middle) and their difference (bottom); for vector observations,
+    a plot of each state dimension, real against predicted. Returns the path of the PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    real, pred = pictures["real"][:rows], pictures["pred"][:rows]
+    if real.ndim == 5:
+        _image_strip(real, pred, path, context, every)
+    else:
+        _vector_plot(real, pred, pictures["valid"][:rows], path, context)
+    return path
+
+
+def _image_strip(real: np.ndarray, pred: np.ndarray, path: Path, context: int, every: int) -> None:
+    import imageio.v3 as iio
+
+    horizon = pred.shape[1]
+    cols = list(range(0, horizon, every))
+    blocks = []
+    for r, p in zip(real, pred, strict=True):
+        truth = np.concatenate([r[context + h] for h in cols], 1)
+        model = np.concatenate([p[h] for h in cols], 1)
+        error = np.abs(truth.astype(np.int16) - model.astype(np.int16)).astype(np.uint8)
+        context_frames = np.concatenate([r[c] for c in range(context)], 1)
+        blank = np.zeros_like(context_frames)
+        block = np.concatenate(
+            [
+                np.concatenate([context_frames, truth], 1),
+                np.concatenate([blank, model], 1),
+                np.concatenate([blank, error], 1),
+            ],
+            0,
+        )
+        blocks.append(np.pad(block, ((0, 4), (0, 0), (0, 0)), constant_values=255))
+    image = np.concatenate(blocks, 0)
+    if image.shape[-1] == 1:
+        image = image[..., 0]
+    iio.imwrite(path, image)
+
+
+def _vector_plot(real: np.ndarray, pred: np.ndarray, valid: np.ndarray, path: Path, context: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dims = real.shape[-1]
+    rows = real.shape[0]
+    fig, axes = plt.subplots(rows, dims, figsize=(2.6 * dims, 2.0 * rows), squeeze=False)
+    horizon = pred.shape[1]
+    for r in range(rows):
+        n = int(valid[r].sum())
+        for d in range(dims):
+            ax = axes[r][d]
+            ax.plot(range(-context + 1, n + 1), real[r, : context + n, d], "k-", label="real")
+            ax.plot(range(1, n + 1), pred[r, :n, d], "r--", label="model (open loop)")
+            ax.axvline(0.5, color="gray", lw=0.5)
+            ax.set_xlim(-context + 1, horizon)
+            if r == 0:
+                ax.set_title(f"state[{d}]")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("open-loop prediction from real actions (left of the line: context)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def format_table(result: OpenLoopResult, horizons: tuple[int, ...] = (1, 5, 15, 50)) -> str:
+    """A small text table of the figures at a few horizons."""
+    lines = [
+        f"{'horizon':>7} {'windows':>7} {'obs mse':>10} {'(repeat)':>10} {'rew mae':>9} {'(repeat)':>9}"
+        f" {'term acc':>8} {'(never)':>8}"
+    ]
+    for h in horizons:
+        if h > result.horizon or result.counts[h - 1] == 0:
+            continue
+        f = result.at(h)
+        lines.append(
+            f"{h:>7} {f['count']:>7} {f['obs_mse']:>10.5f} {f['obs_mse_baseline']:>10.5f}"
+            f" {f['reward_mae']:>9.4f} {f['reward_mae_baseline']:>9.4f}"
+            f" {f['termination_acc']:>8.3f} {f['termination_acc_baseline']:>8.3f}"
+        )
+    return "\n".join(lines)
