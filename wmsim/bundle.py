@@ -85,14 +85,18 @@ class Bundle:
 
 @torch.no_grad()
 def encode_start_states(model: WorldModel, obs: torch.Tensor) -> StartStates:
-    """Posterior states of first observations ``obs (N, *obs_shape)`` from the all-zero state."""
+    """Posterior states of first observations ``obs (N, *obs_shape)`` from the all-zero state.
+
+    The categorical latents are sampled (seeded, reproducible), as the model saw them in training."""
     device = next(model.parameters()).device
     obs_d = obs.to(device)
     n = obs.shape[0]
     prev = model.rssm.initial(n, device)
     action = torch.zeros(n, model.io.action_size, device=device)
     is_first = torch.ones(n, dtype=torch.bool, device=device)
-    post, _ = model.rssm.obs_step(prev, action, model.encode(obs_d), is_first, sample=False)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        post, _ = model.rssm.obs_step(prev, action, model.encode(obs_d), is_first)
     return StartStates(obs.cpu(), post.deter.cpu(), post.stoch.argmax(-1).cpu())
 
 

@@ -2,7 +2,7 @@
 
 From every cut point ``c`` of an episode (after at least ``context`` real steps) the model filters the
 real observations up to ``c - 1``, then predicts ``horizon`` steps open loop from the real actions
-alone (prior mode, no observations). Per horizon it reports the observation error (mean squared error
+alone (prior samples, no observations). Per horizon it reports the observation error (mean squared error
 per element; images scaled to [0, 1]), the reward error (mean absolute error of the transformed reward)
 and the termination accuracy, each next to a naive baseline: repeat the last observed observation and
 reward, and predict that the episode never ends.
@@ -84,14 +84,31 @@ def open_loop(
     horizon: int = 50,
     stride: int = 5,
     return_predictions: bool = False,
+    seed: int = 0,
 ) -> tuple[OpenLoopResult, dict[str, np.ndarray]]:
     """Evaluate ``model`` on ``episodes`` (arrays ``(T_i + 1, ...)`` from :func:`wmsim.data.rollout`).
 
+    Latents are sampled, as in training (the mode of a broad categorical is not a typical state), from a
+    generator seeded with ``seed`` so the figures are reproducible; the global RNG is left untouched.
     Returns the result and, if ``return_predictions``, the first window of every episode as arrays
     ``real (E, context + horizon, ...)`` / ``pred (E, horizon, ...)`` for pictures.
     """
     if context < 1 or horizon < 1:
         raise ValueError(f"context={context} and horizon={horizon} must be at least 1")
+    devices = [next(model.parameters()).device] if next(model.parameters()).is_cuda else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return _open_loop(model, episodes, context, horizon, stride, return_predictions)
+
+
+def _open_loop(
+    model: WorldModel,
+    episodes: list[dict[str, np.ndarray]],
+    context: int,
+    horizon: int,
+    stride: int,
+    return_predictions: bool,
+) -> tuple[OpenLoopResult, dict[str, np.ndarray]]:
     device = next(model.parameters()).device
     model.eval()
     lengths = [len(e["reward"]) for e in episodes]
@@ -105,9 +122,7 @@ def open_loop(
     is_first[:, 0] = True
     batch = {key: torch.as_tensor(value, device=device) for key, value in arrays.items()}
     embed = model.encode(batch["obs"])
-    posts, _ = model.rssm.observe(
-        embed, batch["action"].float(), torch.as_tensor(is_first, device=device), sample=False
-    )
+    posts, _ = model.rssm.observe(embed, batch["action"].float(), torch.as_tensor(is_first, device=device))
 
     # Cut points: predict steps c .. c + horizon - 1 from the posterior at c - 1.
     cuts = [(i, c) for i, n in enumerate(lengths) for c in range(context, n, stride)]
@@ -118,7 +133,7 @@ def open_loop(
     steps = (cut_idx[:, None] + offsets[None]).clamp(max=max_len - 1)  # (N, H)
     valid = (cut_idx[:, None] + offsets[None]) < torch.as_tensor(lengths, device=device)[ep_idx][:, None]
     actions = batch["action"].float()[ep_idx[:, None], steps]
-    pred = model.rssm.imagine(start, actions, sample=False)
+    pred = model.rssm.imagine(start, actions)
     feat = pred.feat
     pred_obs = model.obs_from_output(model.decode(feat))
     real_obs = batch["obs"][ep_idx[:, None], steps]

@@ -150,15 +150,18 @@ class RSSM(nn.Module):
         embed: torch.Tensor,
         is_first: torch.Tensor,
         sample: bool = True,
+        noise: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[State, State]:
         """One filtering step: the prior from the transition, then the posterior that also sees the
         observation's ``embed (B, E)``. Where ``is_first (B,)`` is true the previous state and action are
-        reset to zero, so sequences may cross episode boundaries. Returns ``(post, prior)``."""
+        reset to zero, so sequences may cross episode boundaries. ``noise``: optional uniform
+        ``(prior_noise, post_noise)``, each ``(B, S, K)``, that fix the samples. Returns ``(post, prior)``."""
+        prior_noise, post_noise = noise if noise is not None else (None, None)
         keep = (~is_first.bool()).to(prev.deter.dtype).unsqueeze(-1)
         prev = State(prev.deter * keep, prev.stoch * keep.unsqueeze(-1), prev.logits)
-        prior = self.img_step(prev, prev_action * keep, sample=sample)
+        prior = self.img_step(prev, prev_action * keep, noise=prior_noise, sample=sample)
         logits = self._logits(self.obs_out(torch.cat([prior.deter, embed], -1)))
-        stoch = sample_one_hot(logits) if sample else mode_one_hot(logits)
+        stoch = sample_one_hot(logits, post_noise) if sample else mode_one_hot(logits)
         return State(prior.deter, stoch, logits), prior
 
     def observe(
