@@ -14,6 +14,7 @@ from .config import (
     model_preset,
 )
 from .envs import EnvSpec, make_env
+from .registry import register_dream, register_known_models
 from .rssm import RSSM, State
 from .world_model import IOSpec, WorldModel, WorldModelTrainer
 
@@ -38,5 +39,8 @@ __all__ = [
     "load_bundle",
     "make_env",
     "model_preset",
+    "register_dream",
     "save_bundle",
 ]
+
+register_known_models()

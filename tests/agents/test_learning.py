@@ -16,12 +16,19 @@ from wmsim.bundle import load_bundle
 @pytest.mark.slow
 def test_cartpole_world_model_beats_repeat_last_baseline(tmp_path: Path) -> None:
     # 5k random-policy env steps, about 800 updates of the small preset: about a minute on 2 CPU cores.
-    config = dataclasses.replace(train_preset("small"), env="CartPole-v1", steps=5000, seed=0,
-                                 logdir=str(tmp_path / "run"), checkpoint_every=5000)
+    config = dataclasses.replace(
+        train_preset("small"),
+        env="CartPole-v1",
+        steps=5000,
+        seed=0,
+        logdir=str(tmp_path / "run"),
+        checkpoint_every=5000,
+    )
     result = train(config, progress=False, evaluate=False)
     model = load_bundle(result.bundle).model
-    ol = evaluate_model(model, load_bundle(result.bundle).env_spec, episodes=40, seed=10_000,
-                        context=5, horizon=15)
+    ol = evaluate_model(
+        model, load_bundle(result.bundle).env_spec, episodes=40, seed=10_000, context=5, horizon=15
+    )
     one, fifteen = ol.at(1), ol.at(15)
     assert fifteen["count"] >= 10, "too few held-out windows reach 15 steps"
     # Observation error (MSE of the 4-d state), measured: 0.24x the baseline at 1 step, 0.25x at 15.

@@ -96,7 +96,7 @@ def test_gym_ids_defaults_and_action_repeat() -> None:
 class _ToyEnv(gym.Env[Any, Any]):
     """A tiny env with given spaces; observations are seeded samples, episodes last 3 steps."""
 
-    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 30}  # noqa: RUF012
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 30}
 
     def __init__(self, spaces: tuple[gym.Space[Any], gym.Space[Any]], render_mode: str | None = None) -> None:
         self.observation_space, self.action_space = spaces

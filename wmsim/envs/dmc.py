@@ -84,7 +84,7 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
     same camera (``RENDER_SIZE``).
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 50}  # noqa: RUF012
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 50}
 
     def __init__(
         self,

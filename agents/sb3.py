@@ -1,0 +1,101 @@
+"""Stable-Baselines3 recipes: train a third-party agent only inside a dream, then evaluate it in the
+real environment the world model was learned from.
+
+With ``obs_mode="latent"`` the real env is wrapped in :class:`wmsim.dream.LatentObservation`, so the
+policy sees the same features in both worlds; with ``obs_mode="pixels"`` it sees decoded frames in the
+dream and real frames in the real env.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from stable_baselines3 import A2C, PPO, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from wmsim.bundle import Bundle
+from wmsim.dream.latent_wrapper import LatentObservation
+from wmsim.dream.sb3 import DreamSB3VecEnv
+from wmsim.envs import make_env
+from wmsim.registry import resolve_model
+
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"PPO": PPO, "A2C": A2C, "SAC": SAC}
+
+
+@dataclass
+class RealEvaluation:
+    """Returns of ``episodes`` real episodes (seeds ``seed, seed + 1, ...``)."""
+
+    returns: list[float]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.returns))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.returns))
+
+
+def train_in_dream(
+    model: Bundle | str | os.PathLike,
+    *,
+    algo: str = "PPO",
+    total_timesteps: int = 100_000,
+    num_envs: int = 16,
+    obs_mode: str = "latent",
+    policy: str | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    algo_kwargs: dict[str, Any] | None = None,
+    progress_bar: bool = False,
+) -> BaseAlgorithm:
+    """Train an SB3 agent for ``total_timesteps`` dreamed steps. ``policy`` defaults to ``MlpPolicy``
+    for latents and vectors, ``CnnPolicy`` for pixel images."""
+    if algo not in ALGORITHMS:
+        raise ValueError(f"algo={algo!r}: choose one of {sorted(ALGORITHMS)}")
+    bundle = resolve_model(model)
+    if algo == "SAC" and bundle.model.io.discrete:
+        raise ValueError("SAC needs continuous actions; this model's actions are discrete: use PPO or A2C")
+    env = DreamSB3VecEnv(bundle, num_envs, obs_mode=obs_mode, device=device, seed=seed)
+    if policy is None:
+        policy = "CnnPolicy" if obs_mode == "pixels" and bundle.model.io.image else "MlpPolicy"
+    agent = ALGORITHMS[algo](policy, env, seed=seed, device=device, verbose=0, **(algo_kwargs or {}))
+    agent.learn(total_timesteps=total_timesteps, progress_bar=progress_bar)
+    return agent
+
+
+def evaluate_in_real(
+    agent: BaseAlgorithm | None,
+    model: Bundle | str | os.PathLike,
+    *,
+    episodes: int = 20,
+    seed: int = 1000,
+    obs_mode: str = "latent",
+    deterministic: bool = True,
+    max_steps: int | None = None,
+) -> RealEvaluation:
+    """Play ``agent`` (None: a uniformly random policy) in the real env of ``model``'s bundle."""
+    bundle = resolve_model(model)
+    env = make_env(bundle.env_spec, seed=seed)
+    if obs_mode == "latent":
+        env = LatentObservation(env, bundle, seed=seed)
+    returns = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        total, steps, done = 0.0, 0, False
+        while not done:
+            if agent is None:
+                action = env.action_space.sample()
+            else:
+                action, _ = agent.predict(obs, deterministic=deterministic)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            steps += 1
+            done = terminated or truncated or (max_steps is not None and steps >= max_steps)
+        returns.append(total)
+    env.close()
+    return RealEvaluation(returns)

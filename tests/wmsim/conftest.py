@@ -1,0 +1,43 @@
+"""Bundles of randomly initialised tiny world models for the real envs' spaces: the dream API does not
+depend on the weights being trained, and these build in well under a second."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wmsim.bundle import Bundle, encode_start_states, load_bundle, save_bundle
+from wmsim.config import model_preset
+from wmsim.envs import describe_spaces, env_spec_of, make_env
+from wmsim.world_model import IOSpec, WorldModel
+
+
+def build_bundle(directory: Path, env_id: str, starts: int = 8, **env_overrides: object) -> Bundle:
+    env = make_env(env_id, **env_overrides)
+    io = IOSpec.from_spaces(env.observation_space, env.action_space)
+    torch.manual_seed(0)
+    model = WorldModel(model_preset("tiny"), io)
+    first = [env.reset(seed=i)[0] for i in range(starts)]
+    states = encode_start_states(model, torch.as_tensor(np.stack(first)))
+    spec = env_spec_of(env)
+    save_bundle(directory, model, spec, describe_spaces(env), states)
+    env.close()
+    return load_bundle(directory)
+
+
+@pytest.fixture(scope="session")
+def cartpole_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    return build_bundle(tmp_path_factory.mktemp("cartpole") / "bundle", "CartPole-v1")
+
+
+@pytest.fixture(scope="session")
+def pendulum_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    return build_bundle(tmp_path_factory.mktemp("pendulum") / "bundle", "Pendulum-v1")
+
+
+@pytest.fixture(scope="session")
+def pong_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    return build_bundle(tmp_path_factory.mktemp("pong") / "bundle", "atari/Pong", starts=4)

@@ -1,0 +1,16 @@
+"""Dream environments: a world-model bundle as a batched Gymnasium VectorEnv, a single Env, an SB3
+VecEnv, and a real-env wrapper that produces the same latent features."""
+
+from .env import DreamEnv
+from .latent_wrapper import LatentObservation
+from .simulator import DreamSimulator, StepResult
+from .vector_env import DreamVectorEnv, resolve_device
+
+__all__ = [
+    "DreamEnv",
+    "DreamSimulator",
+    "DreamVectorEnv",
+    "LatentObservation",
+    "StepResult",
+    "resolve_device",
+]
