@@ -54,6 +54,21 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--updates", type=int, default=5, help="timed updates per preset (after 2 warm-up)")
     t.add_argument("--batch-size", type=int, default=None, help="override every preset's batch size")
     t.add_argument("--json", default="bench_train.json", help="where to write the results")
+    d = what.add_parser("dream", help="dreamed steps/s vs num_envs, next to the real env (JSON + markdown)")
+    d.add_argument("--env", default="atari/Pong", help="the real env the dream stands for")
+    d.add_argument("--preset", default="atari", help="model preset when no --model is given (random weights)")
+    d.add_argument("--model", default=None, help="a bundle directory to time instead of a random model")
+    d.add_argument("--num-envs", type=int, nargs="+", default=[1, 16, 256, 4096, 65536])
+    d.add_argument("--obs", nargs="+", default=["latent", "pixels"], choices=["latent", "pixels", "dict"])
+    d.add_argument(
+        "--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16", "float16"]
+    )
+    d.add_argument("--apis", nargs="+", default=["numpy", "torch"], choices=["numpy", "torch"])
+    d.add_argument("--device", default="auto")
+    d.add_argument("--seconds", type=float, default=1.0, help="minimum timed seconds per row")
+    d.add_argument("--max-pixel-envs", type=int, default=None, help="largest batch for pixel rows")
+    d.add_argument("--real-envs", type=int, default=2, help="real envs in the reference row (0: none)")
+    d.add_argument("--json", default="bench_dream.json", help="results; a .md table is written beside it")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +131,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "dream":
+        return _bench_dream(args)
     from .bench import bench_train, format_bench
     from .train import resolve_device
 
@@ -125,6 +142,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(format_bench(rows))
     Path(args.json).write_text(json.dumps(rows, indent=2))
     print(f"wrote {args.json}")
+    return 0
+
+
+def _bench_dream(args: argparse.Namespace) -> int:
+    from wmsim.dream.bench import format_markdown, run_bench_dream, write_results
+    from wmsim.registry import resolve_model
+
+    model = resolve_model(args.model) if args.model else None
+    result = run_bench_dream(
+        env_id=model.env_spec.id if model is not None else args.env,
+        preset=args.preset,
+        model=model,
+        num_envs=tuple(args.num_envs),
+        obs_modes=tuple(args.obs),
+        device=args.device,
+        dtypes=tuple(args.dtypes),
+        apis=tuple(args.apis),
+        min_seconds=args.seconds,
+        max_pixel_envs=args.max_pixel_envs,
+        real_envs=args.real_envs,
+    )
+    print(format_markdown(result))
+    json_path, md_path = write_results(result, args.json)
+    print(f"wrote {json_path} and {md_path}")
     return 0
 
 

@@ -13,6 +13,7 @@ from .config import (
     WorldModelConfig,
     model_preset,
 )
+from .dream import DreamEnv, DreamVectorEnv, LatentObservation, write_dream_video
 from .envs import EnvSpec, make_env
 from .registry import register_dream, register_known_models
 from .rssm import RSSM, State
@@ -23,10 +24,13 @@ __all__ = [
     "Bundle",
     "BundleError",
     "DecoderConfig",
+    "DreamEnv",
+    "DreamVectorEnv",
     "EncoderConfig",
     "EnvSpec",
     "HeadConfig",
     "IOSpec",
+    "LatentObservation",
     "LossConfig",
     "OptimConfig",
     "RSSMConfig",
@@ -41,6 +45,7 @@ __all__ = [
     "model_preset",
     "register_dream",
     "save_bundle",
+    "write_dream_video",
 ]
 
 register_known_models()

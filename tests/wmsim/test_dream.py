@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -216,3 +218,11 @@ def test_bad_construction_gets_clear_errors(cartpole_bundle: Bundle, pong_bundle
     env = DreamEnv(cartpole_bundle, seed=0)
     with pytest.raises(RuntimeError, match="call reset"):
         env.step(0)
+
+
+def test_dream_video_has_one_frame_per_step(pong_bundle: Bundle, tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
+    path = wmsim.write_dream_video(pong_bundle, tmp_path / "dream.gif", steps=6, num_envs=2, scale=1)
+    frames = iio.imread(path, index=None)
+    assert frames.shape[0] == 7 and frames.shape[1] == 68 and frames.shape[2] == 2 * 68

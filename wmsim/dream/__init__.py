@@ -5,6 +5,7 @@ from .env import DreamEnv
 from .latent_wrapper import LatentObservation
 from .simulator import DreamSimulator, StepResult
 from .vector_env import DreamVectorEnv, resolve_device
+from .video import write_dream_video
 
 __all__ = [
     "DreamEnv",
@@ -13,4 +14,5 @@ __all__ = [
     "LatentObservation",
     "StepResult",
     "resolve_device",
+    "write_dream_video",
 ]

@@ -1,0 +1,25 @@
+"""A CartPole world model trained once per test session (about a minute on 2 CPU cores), shared by the
+learning tests."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from agents.config import train_preset
+from agents.train import TrainResult, train
+
+
+@pytest.fixture(scope="session")
+def cartpole_run(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    # 5k random-policy env steps, about 800 updates of the small preset.
+    config = dataclasses.replace(
+        train_preset("small"),
+        env="CartPole-v1",
+        steps=5000,
+        seed=0,
+        logdir=str(tmp_path_factory.mktemp("cartpole") / "run"),
+        checkpoint_every=5000,
+    )
+    return train(config, progress=False, evaluate=False)
