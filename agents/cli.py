@@ -29,6 +29,15 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="small", help=f"one of {', '.join(TRAIN_PRESETS)} (default small)")
     p.add_argument("--no-eval", action="store_true", help="skip the open-loop evaluation at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--dream",
+        default=None,
+        metavar="MODEL",
+        help="train only the actor-critic inside this bundle's world model (no real env)",
+    )
+    p.add_argument("--dream-updates", type=int, default=2000, help="actor-critic updates with --dream")
+    p.add_argument("--dream-pool", type=int, default=512, help="parallel dreamed episodes with --dream")
+    p.add_argument("--out", default=None, help="with --dream: where to write the bundle (default: in place)")
     add_config_arguments(p, TrainConfig)
 
 
@@ -42,6 +51,24 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=500, help="longest held-out episode, in agent steps")
     p.add_argument("--out", default=None, help="folder for openloop.png/json (default: the bundle)")
     p.add_argument("--device", default="auto")
+
+
+def _eval_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="play a policy (the bundle's, or an SB3 zip) in the real env")
+    p.add_argument("model", help="a bundle directory (or known model name)")
+    p.add_argument("--sb3", default=None, metavar="ZIP", help="an SB3 model zip trained in the dream")
+    p.add_argument(
+        "--obs-mode",
+        default="latent",
+        choices=["latent", "pixels"],
+        help="what the SB3 policy observes (latent: through the model's posterior)",
+    )
+    p.add_argument("--env", default=None, help="the real env id (default: the bundle's; must match it)")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    p.add_argument("--sample", action="store_true", help="sample actions instead of the policy's mode")
+    p.add_argument("--video", default=None, help="write the first episode's frames here (GIF/MP4)")
+    p.add_argument("--device", default="cpu")
 
 
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
@@ -79,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _evaluate_parser(sub)
+    _eval_parser(sub)
     _bench_parser(sub)
     return parser
 
@@ -96,12 +124,59 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     config = config_from_args(args)
+    if args.dream:
+        return _train_dream(args, config)
     result = train(config, progress=not args.quiet, evaluate=not args.no_eval)
     resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
     print(f"trained {result.env_steps} env steps, {result.updates} updates{resumed}")
     print(f"bundle: {result.bundle}")
     if result.open_loop is not None:
         print(f"open-loop figure: {result.logdir / 'openloop.png'}")
+    return 0
+
+
+def _train_dream(args: argparse.Namespace, config: TrainConfig) -> int:
+    from wmsim.registry import resolve_model
+
+    from .dreamerv2.dream_train import train_in_world_model
+    from .train import resolve_device
+
+    bundle = resolve_model(args.dream)
+    result = train_in_world_model(
+        bundle,
+        config.agent,
+        updates=args.dream_updates,
+        pool=args.dream_pool,
+        out=args.out,
+        device=resolve_device(config.device),
+        seed=config.seed,
+        progress=not args.quiet,
+    )
+    print(f"trained the actor-critic for {result.updates} updates in the dream of {args.dream}")
+    print(f"bundle with policy: {result.bundle}  (play it: wmsim eval {result.bundle})")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_policy_in_real
+
+    result = evaluate_policy_in_real(
+        args.model,
+        sb3=args.sb3,
+        obs_mode=args.obs_mode,
+        env_id=args.env,
+        episodes=args.episodes,
+        seed=args.seed,
+        mode=not args.sample,
+        video=args.video,
+        device=args.device,
+    )
+    print(
+        f"{result['policy']} in {result['env']}: return {result['mean']:.2f} +- {result['std']:.2f}"
+        f" over {len(result['returns'])} episodes (seeds {args.seed}..{args.seed + args.episodes - 1})"
+    )
+    if args.video:
+        print(f"video: {args.video}")
     return 0
 
 
@@ -176,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench}
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "eval": cmd_eval, "bench": cmd_bench}
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError) as exc:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from wmsim.config import WorldModelConfig, check_choice, model_preset
 
+from .dreamerv2.config import ActorCriticConfig, agent_preset
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -35,7 +37,14 @@ class TrainConfig:
     log_every: int = field(default=1000, metadata={"help": "env steps between metric logs"})
     checkpoint_every: int = field(default=10_000, metadata={"help": "env steps between checkpoints"})
     start_states: int = field(default=256, metadata={"help": "episode starts kept for the bundle"})
+    learn_policy: bool = field(
+        default=True,
+        metadata={"help": "train the DreamerV2 actor-critic and act with it after prefill (false: random)"},
+    )
+    eval_every: int = field(default=10_000, metadata={"help": "env steps between policy evaluations"})
+    eval_episodes: int = field(default=5, metadata={"help": "episodes per evaluation (policy mode)"})
     model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    agent: ActorCriticConfig = field(default_factory=ActorCriticConfig)
 
     def __post_init__(self) -> None:
         positive = (
@@ -58,7 +67,16 @@ class TrainConfig:
             raise ValueError(f"env_obs={self.env_obs!r}: choose 'pixels', 'state' or leave empty")
 
     # Fields that may change between a run and its resume; anything else must match.
-    OPERATIONAL = ("steps", "logdir", "device", "log_every", "checkpoint_every", "precision")
+    OPERATIONAL = (
+        "steps",
+        "logdir",
+        "device",
+        "log_every",
+        "checkpoint_every",
+        "precision",
+        "eval_every",
+        "eval_episodes",
+    )
 
 
 def _atari() -> TrainConfig:
@@ -68,7 +86,9 @@ def _atari() -> TrainConfig:
         train_every=16,
         prefill=50_000,
         pretrain=1,
+        eval_every=100_000,
         model=model_preset("atari"),
+        agent=agent_preset("atari"),
     )
 
 
@@ -81,12 +101,16 @@ def _dmc_vision() -> TrainConfig:
         prefill=1000,
         pretrain=100,
         log_every=1000,
+        eval_every=10_000,
         model=model_preset("dmc_vision"),
+        agent=agent_preset("dmc_vision"),
     )
 
 
 def _dmc_proprio() -> TrainConfig:
-    return dataclasses.replace(_dmc_vision(), env_obs="state", model=model_preset("dmc_proprio"))
+    return dataclasses.replace(
+        _dmc_vision(), env_obs="state", model=model_preset("dmc_proprio"), agent=agent_preset("dmc_proprio")
+    )
 
 
 def _small() -> TrainConfig:
@@ -102,7 +126,9 @@ def _small() -> TrainConfig:
         replay_chunk=512,
         log_every=500,
         checkpoint_every=2000,
+        eval_every=2000,
         model=model_preset("small"),
+        agent=agent_preset("small"),
     )
 
 
@@ -120,7 +146,10 @@ def _tiny() -> TrainConfig:
         log_every=100,
         checkpoint_every=500,
         start_states=16,
+        eval_every=1000,
+        eval_episodes=2,
         model=model_preset("tiny"),
+        agent=agent_preset("tiny"),
     )
 
 

@@ -16,6 +16,7 @@ replay as it was then; only the work since that checkpoint is lost.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -37,6 +38,7 @@ from wmsim.world_model import IOSpec, WorldModel, WorldModelTrainer, batch_to_to
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .dreamerv2 import ActorCritic, RealEnvPolicy, play_episodes, policy_for_bundle
 from .replay import Replay
 
 log = logging.getLogger(__name__)
@@ -119,6 +121,7 @@ class TrainResult:
     resumed_from: int | None
     last_metrics: dict[str, float]
     open_loop: OpenLoopResult | None
+    eval_returns: list[tuple[int, float]] = dataclasses.field(default_factory=list)
 
 
 class Trainer:
@@ -136,6 +139,11 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = WorldModel(config.model, self.io).to(self.device)
         self.trainer = WorldModelTrainer(self.model, precision=config.precision)
+        self.agent: ActorCritic | None = None
+        if config.learn_policy:
+            low, high = _action_bounds(self.env.action_space)
+            self.agent = ActorCritic(config.agent, self.model, low, high).to(self.device)
+        self.eval_returns: list[tuple[int, float]] = []
         self.replay = Replay(
             self.logdir / "replay", config.replay_capacity, chunk_length=config.replay_chunk, seed=config.seed
         )
@@ -149,7 +157,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _modules(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        return {"world_model": self.model}, {"world_model": self.trainer.optimizer}
+        modules: dict[str, Any] = {"world_model": self.model}
+        optimizers: dict[str, Any] = {"world_model": self.trainer.optimizer}
+        if self.agent is not None:
+            modules["agent"] = self.agent
+            optimizers.update(actor=self.agent.actor_opt, critic=self.agent.critic_opt)
+        return modules, optimizers
 
     def _restore(self) -> None:
         path = latest_checkpoint(self.logdir)
@@ -166,6 +179,7 @@ class Trainer:
         step, state, extra = load_checkpoint(path, modules, optimizers)
         self.env_step, self.updates = step, int(state["updates"])
         self.episodes, self.pretrained = int(state["episodes"]), bool(state["pretrained"])
+        self.eval_returns = [(int(a), float(b)) for a, b in state.get("eval_returns", [])]
         self.replay.truncate(int(state["replay_total"]))
         self.replay.load_state_dict(state["replay"])
         torch.set_rng_state(extra["torch_rng"].to(torch.uint8))
@@ -189,6 +203,7 @@ class Trainer:
             "pretrained": self.pretrained,
             "replay_total": self.replay.total_steps,
             "replay": self.replay.state_dict(),
+            "eval_returns": self.eval_returns,
         }
         extra = {"torch_rng": torch.get_rng_state()}
         if self.start_obs:
@@ -206,8 +221,11 @@ class Trainer:
             "seed": self.config.seed,
             "train_config": to_dict(self.config),
         }
+        if self.eval_returns:
+            info["eval_returns"] = self.eval_returns
+        policy = policy_for_bundle(self.agent) if self.agent is not None else None
         return save_bundle(
-            self.logdir / "bundle", self.model, self.spec, describe_spaces(self.env), starts, info
+            self.logdir / "bundle", self.model, self.spec, describe_spaces(self.env), starts, info, policy
         )
 
     # ------------------------------------------------------------------ the loop
@@ -220,14 +238,17 @@ class Trainer:
     def _train_phase(self, updates: int, metrics: list[dict[str, torch.Tensor]]) -> None:
         for _ in range(updates):
             batch = self.replay.sample(self.config.batch_size, self.config.seq_len)
-            _, step_metrics = self.trainer.train_step(batch_to_torch(batch, self.device))
+            posts, step_metrics = self.trainer.train_step(batch_to_torch(batch, self.device))
+            if self.agent is not None:
+                step_metrics.update(self.agent.train_step(self.model, posts))
             metrics.append(step_metrics)
             self.updates += 1
 
     def run(self) -> TrainResult:
         c = self.config
         self.env.action_space.seed(c.seed + self.env_step)
-        policy = random_policy(self.env.action_space)
+        random_actions = random_policy(self.env.action_space)
+        agent_policy = self._real_policy(mode=False)
         logger = MetricsLogger(self.logdir)
         pending: list[dict[str, torch.Tensor]] = []
         last: dict[str, float] = {}
@@ -243,13 +264,18 @@ class Trainer:
         obs = self._reset_env()
         try:
             while self.env_step < c.steps:
-                action = policy(obs)
+                if agent_policy is not None and self.pretrained:
+                    action = agent_policy.act(obs)
+                else:
+                    action = random_actions(obs)
                 obs, reward, terminated, truncated, _ = self.env.step(action)
                 self.env_step += 1
                 self.replay.add(next_step(obs, action, float(reward), terminated, truncated, self.io))
                 if terminated or truncated:
                     self.episodes += 1
                     obs = self._reset_env()
+                    if agent_policy is not None:
+                        agent_policy.reset()
                 ready = self.replay.total_steps >= c.prefill and len(self.replay) >= c.seq_len
                 if ready and not self.pretrained:
                     self._train_phase(c.pretrain, pending)
@@ -257,6 +283,12 @@ class Trainer:
                 if ready and self.env_step % c.train_every == 0:
                     self._train_phase(c.train_steps, pending)
                 bar.update(1)
+                if agent_policy is not None and (
+                    self.env_step % c.eval_every == 0 or self.env_step == c.steps
+                ):
+                    pending_eval = self.evaluate_policy()
+                    logger.write(self.env_step, {"eval_return": pending_eval})
+                    bar.set_postfix({"eval_return": f"{pending_eval:.1f}"}, refresh=False)
                 if self.env_step % c.log_every == 0 or self.env_step == c.steps:
                     now = time.perf_counter()
                     last = self._summarise(
@@ -275,8 +307,33 @@ class Trainer:
             bar.close()
             logger.close()
         return TrainResult(
-            self.env_step, self.updates, self.logdir / "bundle", self.logdir, self.resumed_from, last, None
+            self.env_step,
+            self.updates,
+            self.logdir / "bundle",
+            self.logdir,
+            self.resumed_from,
+            last,
+            None,
+            list(self.eval_returns),
         )
+
+    def _real_policy(self, mode: bool) -> RealEnvPolicy | None:
+        if self.agent is None:
+            return None
+        return RealEnvPolicy(
+            self.model, self.agent.actor, self.env.action_space, self.agent.to_model_action, mode=mode
+        )
+
+    def evaluate_policy(self) -> float:
+        """Mean real return of the policy's mode over ``eval_episodes`` (seeds 10**6 + i)."""
+        policy = self._real_policy(mode=True)
+        assert policy is not None
+        env = make_env(self.spec, seed=10**6)
+        returns = play_episodes(env, policy, self.config.eval_episodes, seed=10**6)
+        env.close()
+        mean = float(np.mean(returns))
+        self.eval_returns.append((self.env_step, mean))
+        return mean
 
     def _summarise(
         self, pending: list[dict[str, torch.Tensor]], seconds: float, steps: int, updates: int
@@ -291,6 +348,14 @@ class Trainer:
         out["updates"] = float(self.updates)
         out["replay_steps"] = float(len(self.replay))
         return out
+
+
+def _action_bounds(space: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    if hasattr(space, "low") and hasattr(space, "high"):
+        return torch.as_tensor(space.low, dtype=torch.float32), torch.as_tensor(
+            space.high, dtype=torch.float32
+        )
+    return None, None
 
 
 def evaluate_model(

@@ -6,6 +6,7 @@ Layout (format version 1)::
     model.safetensors         world-model weights
     start_states.safetensors  posterior states of real episode starts: obs (N, *obs_shape),
                               deter (N, D) float32, stoch (N, S) int64 class indices
+    policy.safetensors        optional: an agent's weights that play the dream (config in config.json)
 
 Loading is safetensors + JSON only (nothing is unpickled) and strict: the format version, the config
 schema and every tensor's name, shape and dtype are checked, and any mismatch names the file and what
@@ -36,6 +37,7 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 START_STATES_FILE = "start_states.safetensors"
+POLICY_FILE = "policy.safetensors"
 
 
 class BundleError(ValueError):
@@ -77,6 +79,12 @@ class Bundle:
     start_states: StartStates
     info: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    policy_tensors: dict[str, torch.Tensor] | None = None
+    policy_config: dict[str, Any] | None = None
+
+    @property
+    def has_policy(self) -> bool:
+        return self.policy_tensors is not None
 
     @property
     def config(self) -> WorldModelConfig:
@@ -107,9 +115,11 @@ def save_bundle(
     spaces: dict[str, Any],
     start_states: StartStates,
     info: dict[str, Any] | None = None,
+    policy: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
 ) -> Path:
     """Write a bundle into ``directory`` (created if needed). Each file is written to a temporary name
-    and renamed into place, so a crash never leaves a half-written file behind."""
+    and renamed into place, so a crash never leaves a half-written file behind. ``policy``: optional
+    ``(tensors, config)`` of an agent that plays the dream; the config (JSON) names its kind."""
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     config = {
@@ -123,6 +133,10 @@ def save_bundle(
         "num_start_states": len(start_states),
         "info": info or {},
     }
+    if policy is not None:
+        config["policy"] = policy[1]
+        policy_tensors = {k: v.detach().cpu().contiguous() for k, v in policy[0].items()}
+        _atomic(path / POLICY_FILE, lambda p: save_file(policy_tensors, str(p), metadata={"format": FORMAT}))
     weights = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     _atomic(path / WEIGHTS_FILE, lambda p: save_file(weights, str(p), metadata={"format": FORMAT}))
     _atomic(
@@ -196,8 +210,13 @@ def load_bundle(directory: str | os.PathLike, device: torch.device | str = "cpu"
     _check_tensors(path / START_STATES_FILE, starts, expected)
     if n and (starts["stoch"].min() < 0 or starts["stoch"].max() >= model_config.rssm.classes):
         raise BundleError(f"{path / START_STATES_FILE}: stoch class indices outside [0, classes)")
+    policy_tensors, policy_config = None, None
+    if "policy" in config:
+        policy_tensors = _load_safetensors(path / POLICY_FILE)
+        policy_config = config["policy"]
     model.to(device).eval()
-    return Bundle(model, env_spec, config["spaces"], StartStates(**starts), config.get("info", {}), path)
+    return Bundle(model, env_spec, config["spaces"], StartStates(**starts), config.get("info", {}), path,
+                  policy_tensors, policy_config)
 
 
 def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,219 @@
+"""DreamerV2's behaviour learning: an actor and a critic trained purely on imagined latent rollouts.
+
+One update (:meth:`ActorCritic.train_step`), top to bottom as in the paper (section 2.2):
+
+1. start from every posterior state of the world-model batch, ``N = B * T`` of them;
+2. imagine ``H`` steps with the actor: ``a_t ~ pi(a | sg(s_t))``, ``s_{t+1} = WorldModel.step(s_t, a_t)``
+   (the latent transition the dream environments use, here with gradients);
+3. predict rewards ``r_t`` and discounts ``c_t = gamma * P(continue)`` along the trajectory;
+4. lambda-returns ``R_t`` from the slow target critic;
+5. actor loss: ``-weight_t * (rho * R_t  [dynamics]  +  (1 - rho) * log pi(a_t) * sg(R_t - v(s_t))
+   [REINFORCE]  +  eta * H[pi(s_t)])``, with ``weight_t = prod_{k<t} c_k`` (stop-gradient);
+6. critic loss: ``weight_t * (v(s_t) - sg(R_t))^2 / 2``;
+7. every ``slow_target_update`` updates the target critic is moved to the critic.
+
+Only the actor's and the critic's parameters change: the world model is frozen during the update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from wmsim.bundle import Bundle
+from wmsim.config import from_dict, to_dict
+from wmsim.rssm import State
+from wmsim.world_model import WorldModel
+
+from .config import ActorCriticConfig
+from .networks import Actor, Critic
+from .returns import lambda_returns
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Temporarily stop gradients into ``module``'s parameters (inputs still get gradients)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+
+class ActorCritic(nn.Module):
+    """DreamerV2's actor, critic and slow target critic for one world model.
+
+    Actions: the actor works in a normalised space (one-hot for discrete, (-1, 1) for continuous);
+    :meth:`to_model_action` maps it to what the world model was trained on (the env's action range).
+    """
+
+    def __init__(
+        self,
+        config: ActorCriticConfig,
+        world_model: WorldModel,
+        action_low: torch.Tensor | None = None,
+        action_high: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        io = world_model.io
+        feat = world_model.config.rssm.feat_size
+        self.discrete = io.discrete
+        self.actor = Actor(
+            feat, io.action_size, io.discrete, config.actor_layers, config.actor_units, min_std=config.min_std
+        )
+        self.critic = Critic(feat, config.critic_layers, config.critic_units)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        low = action_low if action_low is not None else -torch.ones(io.action_size)
+        high = action_high if action_high is not None else torch.ones(io.action_size)
+        self.action_low: torch.Tensor
+        self.action_high: torch.Tensor
+        self.register_buffer("action_low", low.float().reshape(io.action_size))
+        self.register_buffer("action_high", high.float().reshape(io.action_size))
+        self.updates: torch.Tensor
+        self.register_buffer("updates", torch.zeros((), dtype=torch.int64))
+        self.gradient = config.gradient(io.discrete)
+        self.actor_opt = torch.optim.AdamW(
+            self.actor.parameters(), lr=config.actor_lr, eps=config.eps, weight_decay=config.weight_decay
+        )
+        self.critic_opt = torch.optim.AdamW(
+            self.critic.parameters(), lr=config.critic_lr, eps=config.eps, weight_decay=config.weight_decay
+        )
+
+    # ------------------------------------------------------------------ acting
+    def to_model_action(self, action: torch.Tensor) -> torch.Tensor:
+        """Actor output -> the world model's action (env range for continuous actions)."""
+        if self.discrete:
+            return action
+        return self.action_low + (action + 1.0) * 0.5 * (self.action_high - self.action_low)
+
+    @torch.no_grad()
+    def act(self, feat: torch.Tensor, mode: bool = False) -> torch.Tensor:
+        """Actions for features ``(B, F)``: one-hot ``(B, A)`` or env-range ``(B, A)`` floats."""
+        policy = self.actor(feat)
+        action = policy.mode() if mode else policy.sample()
+        return self.to_model_action(action.detach())
+
+    # ------------------------------------------------------------------ imagination
+    def imagine(self, world_model: WorldModel, start: State, horizon: int) -> tuple[torch.Tensor, ...]:
+        """Roll the actor out in the world model from ``start (N, ...)`` for ``horizon`` steps.
+
+        Returns ``feat (H+1, N, F)``, ``action (H, N, A)`` (actor space; ``action[t]`` taken at ``s_t``),
+        ``reward (H+1, N)``, ``discount (H+1, N)`` (index 0: from the start state's features).
+        """
+        state = start
+        feats, actions, rewards, discounts = [start.feat], [], [], []
+        for _ in range(horizon):
+            action = self.actor(state.feat.detach()).sample()
+            state, reward, cont = world_model.step(state, self.to_model_action(action))
+            feats.append(state.feat)
+            actions.append(action)
+            rewards.append(reward)
+            discounts.append(cont * world_model.config.discount)
+        first_cont = world_model.continue_prob(start.feat) * world_model.config.discount
+        reward_0 = torch.zeros_like(rewards[0])
+        return (
+            torch.stack(feats),
+            torch.stack(actions),
+            torch.stack([reward_0, *rewards]),
+            torch.stack([first_cont, *discounts]),
+        )
+
+    # ------------------------------------------------------------------ learning
+    def train_step(self, world_model: WorldModel, posts: State) -> dict[str, torch.Tensor]:
+        """One actor and one critic update from the posterior states ``posts`` (any batch shape)."""
+        c = self.config
+        start = posts.map(lambda t: t.detach().reshape(-1, *t.shape[posts.deter.dim() - 1 :]))
+        start = State(start.deter, start.stoch, start.logits)
+        with frozen(world_model):
+            feat, action, reward, discount = self.imagine(world_model, start, c.horizon)
+        target_value = self.target_critic(feat)
+        returns = lambda_returns(reward, target_value, discount, c.lambda_)  # (H, N)
+        weight = torch.cumprod(torch.cat([torch.ones_like(discount[:1]), discount[:-1]]), 0).detach()
+
+        policy = self.actor(feat[:-1].detach())
+        reinforce = policy.log_prob(action) * (returns - target_value[:-1]).detach()
+        if self.gradient == "reinforce":
+            objective = reinforce
+        elif self.gradient == "dynamics":
+            objective = returns
+        else:
+            objective = c.actor_grad_mix * returns + (1.0 - c.actor_grad_mix) * reinforce
+        entropy = policy.entropy()
+        actor_loss = -(weight[:-1] * (objective + c.actor_entropy * entropy)).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        actor_norm = nn.utils.clip_grad_norm_(self.actor.parameters(), c.clip)
+        self.actor_opt.step()
+
+        value = self.critic(feat[:-1].detach())
+        critic_loss = (weight[:-1] * 0.5 * (value - returns.detach()).pow(2)).mean()
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        critic_norm = nn.utils.clip_grad_norm_(self.critic.parameters(), c.clip)
+        self.critic_opt.step()
+
+        self.updates += 1
+        if int(self.updates) % c.slow_target_update == 0:
+            self.update_target()
+        return {
+            "actor_loss": actor_loss.detach(),
+            "critic_loss": critic_loss.detach(),
+            "actor_entropy": entropy.detach().mean(),
+            "actor_grad_norm": actor_norm.detach(),
+            "critic_grad_norm": critic_norm.detach(),
+            "imag_return": returns[0].detach().mean(),
+            "imag_reward": reward[1:].detach().mean(),
+            "imag_value": value.detach().mean(),
+        }
+
+    @torch.no_grad()
+    def update_target(self) -> None:
+        """Move the slow target critic ``fraction`` of the way to the critic (1.0: copy)."""
+        mix = self.config.slow_target_fraction
+        for target, source in zip(self.target_critic.parameters(), self.critic.parameters(), strict=True):
+            target.mul_(1.0 - mix).add_(source, alpha=mix)
+
+
+POLICY_KIND = "dreamerv2-actor"
+
+
+def policy_for_bundle(agent: ActorCritic) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The actor's weights and JSON config, as :func:`wmsim.save_bundle` stores them."""
+    tensors = {f"actor.{k}": v for k, v in agent.actor.state_dict().items()}
+    tensors["action_low"], tensors["action_high"] = agent.action_low, agent.action_high
+    return tensors, {"kind": POLICY_KIND, "actor_critic": to_dict(agent.config)}
+
+
+def agent_from_bundle(bundle: Bundle, device: torch.device | str = "cpu") -> ActorCritic:
+    """Rebuild the bundle's DreamerV2 agent (its actor; the critic starts fresh)."""
+    where = f"bundle {bundle.path}" if bundle.path else "the bundle"
+    if bundle.policy_tensors is None or bundle.policy_config is None:
+        raise ValueError(
+            f"{where} holds no policy (no policy.safetensors): train one with"
+            " `wmsim train --dream <bundle>` or evaluate an SB3 zip with --sb3"
+        )
+    if bundle.policy_config.get("kind") != POLICY_KIND:
+        raise ValueError(
+            f"{where} holds a policy of kind {bundle.policy_config.get('kind')!r}, not {POLICY_KIND!r}"
+        )
+    try:
+        config = from_dict(ActorCriticConfig, bundle.policy_config["actor_critic"], path=".policy")
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"{where}: policy config is invalid ({exc})") from exc
+    tensors = bundle.policy_tensors
+    agent = ActorCritic(config, bundle.model, tensors.get("action_low"), tensors.get("action_high"))
+    actor = {k[len("actor.") :]: v for k, v in tensors.items() if k.startswith("actor.")}
+    try:
+        agent.actor.load_state_dict(actor, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{where}: policy.safetensors does not fit its config ({str(exc)[:200]})") from exc
+    return agent.to(device).eval()

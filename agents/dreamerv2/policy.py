@@ -1,0 +1,77 @@
+"""Acting in a real env: the posterior filter of the world model turns observations into model states,
+and the actor picks actions from them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from wmsim.rssm import State
+from wmsim.world_model import WorldModel
+
+from .networks import Actor
+
+
+class RealEnvPolicy:
+    """A DreamerV2 policy for one real env: call :meth:`reset` at every episode start, then
+    :meth:`act` with each observation. ``mode=True`` takes the actor's most likely action."""
+
+    def __init__(
+        self,
+        world_model: WorldModel,
+        actor: Actor,
+        action_space: gym.Space,
+        to_model_action: Any,
+        mode: bool = False,
+    ) -> None:
+        self.world_model = world_model
+        self.actor = actor
+        self.action_space = action_space
+        self.to_model_action = to_model_action
+        self.mode = mode
+        self.device = next(world_model.parameters()).device
+        self.state: State | None = None
+        self.prev_action = torch.zeros(1, world_model.io.action_size, device=self.device)
+
+    def reset(self) -> None:
+        self.state = None
+        self.prev_action = torch.zeros_like(self.prev_action)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> Any:
+        """The env action for observation ``obs`` (an int or a float32 array)."""
+        wm = self.world_model
+        embed = wm.encode(torch.as_tensor(np.asarray(obs)[None], device=self.device))
+        first = self.state is None
+        prev = self.state if self.state is not None else wm.rssm.initial(1, self.device)
+        self.state, _ = wm.rssm.obs_step(
+            prev, self.prev_action, embed, torch.tensor([first], device=self.device)
+        )
+        policy = self.actor(self.state.feat)
+        action = policy.mode() if self.mode else policy.sample()
+        model_action = self.to_model_action(action)
+        self.prev_action = model_action
+        if wm.io.discrete:
+            return int(model_action[0].argmax())
+        assert isinstance(self.action_space, gym.spaces.Box)
+        return np.clip(model_action[0].cpu().numpy(), self.action_space.low, self.action_space.high).astype(
+            np.float32
+        )
+
+
+def play_episodes(env: gym.Env, policy: RealEnvPolicy, episodes: int, seed: int) -> list[float]:
+    """Returns of ``episodes`` episodes with seeds ``seed, seed + 1, ...``."""
+    returns = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        policy.reset()
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(policy.act(obs))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    return returns
