@@ -4,9 +4,9 @@
 setup:
 	@bash scripts/setup.sh
 
-# The main job: a short real training run of a world model on CartPole (CPU, about 2 minutes).
+# The main job: a short real DreamerV2 run on CartPole (CPU, about 4 minutes).
 demo: setup
-	.venv/bin/wmsim train --preset small --env CartPole-v1 --steps 6000 --logdir runs/quickstart
+	.venv/bin/wmsim train --preset small --env CartPole-v1 --steps 4000 --logdir runs/quickstart
 
 lint: setup
 	.venv/bin/ruff check .

@@ -66,10 +66,10 @@ def _small() -> ActorCriticConfig:
         actor_units=128,
         critic_layers=2,
         critic_units=128,
-        actor_lr=3e-4,
-        critic_lr=3e-4,
+        actor_lr=1e-4,
+        critic_lr=1e-4,
         actor_entropy=1e-3,
-        slow_target_update=50,
+        slow_target_update=100,
     )
 
 

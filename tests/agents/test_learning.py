@@ -8,10 +8,13 @@ A broken RSSM, loss, replay or dream cannot reach these thresholds.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from agents.config import train_preset
 from agents.sb3 import evaluate_in_real, train_in_dream
-from agents.train import TrainResult, evaluate_model
+from agents.train import TrainResult, evaluate_model, train
 from wmsim.bundle import load_bundle
 
 
@@ -55,3 +58,30 @@ def test_ppo_trained_only_in_the_dream_plays_real_cartpole(cartpole_run: TrainRe
     # dynamics gives a policy no better than random.
     assert random.mean < 40
     assert real.mean > 150
+
+
+def _agent_run(tmp_path_factory: pytest.TempPathFactory, env: str, steps: int) -> TrainResult:
+    config = dataclasses.replace(
+        train_preset("small"),
+        env=env,
+        steps=steps,
+        seed=0,
+        eval_every=1000,
+        eval_episodes=10,
+        checkpoint_every=steps,
+        logdir=str(tmp_path_factory.mktemp(env) / "run"),
+    )
+    return train(config, progress=False, evaluate=False)
+
+
+@pytest.mark.slow
+def test_dreamerv2_learns_cartpole_from_states(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Budget: 5,000 env steps (1,000 random prefill), about 4.5 minutes on 2 CPU cores. Evaluated with
+    # the policy's mode over 10 episodes every 1,000 steps. Measured: 24, 376, 223, 500, 444.
+    # Random play scores about 22; an actor or world model that does not learn stays below 100.
+    result = _agent_run(tmp_path_factory, "CartPole-v1", 5000)
+    returns = [r for _, r in result.eval_returns]
+    print("CartPole-v1 evaluation returns by 1k env steps:", returns)
+    assert len(returns) == 5
+    assert max(returns) >= 400, returns
+    assert returns[-1] >= 200, returns
