@@ -57,6 +57,7 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="play a policy (the bundle's, or an SB3 zip) in the real env")
     p.add_argument("model", help="a bundle directory (or known model name)")
     p.add_argument("--sb3", default=None, metavar="ZIP", help="an SB3 model zip trained in the dream")
+    p.add_argument("--algo", default="PPO", help="the SB3 algorithm of --sb3 (PPO, A2C; SAC is detected)")
     p.add_argument(
         "--obs-mode",
         default="latent",
@@ -136,10 +137,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_dream(args: argparse.Namespace, config: TrainConfig) -> int:
+    from wmsim.devices import resolve_device
     from wmsim.registry import resolve_model
 
     from .dreamerv2.dream_train import train_in_world_model
-    from .train import resolve_device
 
     bundle = resolve_model(args.dream)
     result = train_in_world_model(
@@ -163,6 +164,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate_policy_in_real(
         args.model,
         sb3=args.sb3,
+        algo=args.algo,
         obs_mode=args.obs_mode,
         env_id=args.env,
         episodes=args.episodes,
@@ -182,9 +184,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from wmsim.bundle import load_bundle
+    from wmsim.devices import resolve_device
     from wmsim.evaluate import format_table
 
-    from .train import evaluate_model, resolve_device
+    from .train import evaluate_model
 
     bundle = load_bundle(args.bundle, device=resolve_device(args.device))
     out = Path(args.out) if args.out else Path(args.bundle)
@@ -208,8 +211,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "dream":
         return _bench_dream(args)
+    from wmsim.devices import resolve_device
+
     from .bench import bench_train, format_bench
-    from .train import resolve_device
 
     rows = bench_train(
         args.presets, resolve_device(args.device), args.precision, args.updates, args.batch_size

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from wmsim.bundle import encode_start_states, save_bundle
 from wmsim.config import flat_items, from_dict, to_dict
 from wmsim.data import first_step, next_step, random_policy, rollout
+from wmsim.devices import resolve_device
 from wmsim.envs import EnvSpec, describe_spaces, make_env
 from wmsim.evaluate import OpenLoopResult, format_table, open_loop, write_open_loop_figure
 from wmsim.world_model import IOSpec, WorldModel, WorldModelTrainer, batch_to_torch
@@ -46,19 +47,6 @@ log = logging.getLogger(__name__)
 
 class RunMismatchError(ValueError):
     """The log directory holds a run whose configuration differs from the one asked for."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; anything else must be a device torch knows."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"device {name!r} is not a torch device: use auto, cpu, cuda or cuda:N") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA GPU here: use --device cpu")
-    return device
 
 
 def env_spec_for(config: TrainConfig) -> EnvSpec:

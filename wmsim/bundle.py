@@ -215,8 +215,16 @@ def load_bundle(directory: str | os.PathLike, device: torch.device | str = "cpu"
         policy_tensors = _load_safetensors(path / POLICY_FILE)
         policy_config = config["policy"]
     model.to(device).eval()
-    return Bundle(model, env_spec, config["spaces"], StartStates(**starts), config.get("info", {}), path,
-                  policy_tensors, policy_config)
+    return Bundle(
+        model,
+        env_spec,
+        config["spaces"],
+        StartStates(**starts),
+        config.get("info", {}),
+        path,
+        policy_tensors,
+        policy_config,
+    )
 
 
 def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:

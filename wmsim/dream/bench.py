@@ -22,9 +22,10 @@ import torch
 
 from ..bundle import Bundle, encode_start_states
 from ..config import model_preset
+from ..devices import resolve_device
 from ..envs import EnvSpec, describe_spaces, make_env
 from ..world_model import IOSpec, WorldModel
-from .vector_env import DTYPES, DreamVectorEnv, resolve_device
+from .vector_env import DTYPES, DreamVectorEnv
 
 
 @dataclass

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from ..bundle import Bundle
+from ..devices import resolve_device
 from ..registry import resolve_model
 from ..rssm import State
-from .vector_env import latent_space, resolve_device
+from .vector_env import latent_space
 
 
 class LatentObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):

@@ -13,6 +13,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from ..bundle import Bundle
+from ..devices import resolve_device
 from ..envs import space_from_dict
 from ..registry import resolve_model
 from .simulator import AUTORESET_MODES, OBS_MODES, DreamSimulator
@@ -23,23 +24,6 @@ _AUTORESET = {
     "same_step": AutoresetMode.SAME_STEP,
     "disabled": AutoresetMode.DISABLED,
 }
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; a CUDA device asked for where there is none is an error."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"device {device!r} is not a torch device: use 'auto', 'cpu' or 'cuda[:N]'") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} is unavailable: torch sees no CUDA GPU here; use device='cpu'")
-    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        raise ValueError(f"device {device!r} is unavailable: only {torch.cuda.device_count()} GPU(s) here")
-    return resolved
 
 
 def latent_space(bundle: Bundle) -> gym.spaces.Box:
