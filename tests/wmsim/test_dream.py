@@ -226,3 +226,16 @@ def test_dream_video_has_one_frame_per_step(pong_bundle: Bundle, tmp_path: Path)
     path = wmsim.write_dream_video(pong_bundle, tmp_path / "dream.gif", steps=6, num_envs=2, scale=1)
     frames = iio.imread(path, index=None)
     assert frames.shape[0] == 7 and frames.shape[1] == 68 and frames.shape[2] == 2 * 68
+
+
+def test_bundle_whose_spaces_do_not_match_its_model_is_refused(cartpole_bundle: Bundle) -> None:
+    import dataclasses
+
+    spaces = {
+        **cartpole_bundle.spaces,
+        "observation": {**cartpole_bundle.spaces["observation"], "shape": [5], "low": -1.0, "high": 1.0},
+    }
+    broken = dataclasses.replace(cartpole_bundle, spaces=spaces)
+    for mode in ("latent", "pixels", "dict"):
+        with pytest.raises(ValueError, match=r"does not match its model's observation shape \(4,\)"):
+            DreamVectorEnv(broken, obs_mode=mode)
