@@ -13,7 +13,7 @@ from agents.train import TrainResult, train
 
 @pytest.fixture(scope="session")
 def cartpole_run(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    # 5k random-policy env steps, about 800 updates of the small preset.
+    # 5k random-policy env steps (no actor-critic), about 800 world-model updates of the small preset.
     config = dataclasses.replace(
         train_preset("small"),
         env="CartPole-v1",
@@ -21,5 +21,6 @@ def cartpole_run(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
         seed=0,
         logdir=str(tmp_path_factory.mktemp("cartpole") / "run"),
         checkpoint_every=5000,
+        learn_policy=False,
     )
     return train(config, progress=False, evaluate=False)
