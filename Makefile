@@ -4,7 +4,7 @@
 setup:
 	@bash scripts/setup.sh
 
-# The main job: a short real DreamerV2 run on CartPole (CPU, about 4 minutes).
+# The main job: a short real DreamerV2 run on CartPole (CPU, about 2.5 minutes).
 demo: setup
 	.venv/bin/wmsim train --preset small --env CartPole-v1 --steps 4000 --logdir runs/quickstart
 

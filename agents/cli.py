@@ -130,6 +130,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(config, progress=not args.quiet, evaluate=not args.no_eval)
     resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
     print(f"trained {result.env_steps} env steps, {result.updates} updates{resumed}")
+    if result.eval_returns:
+        curve = ", ".join(f"{step}: {ret:.1f}" for step, ret in result.eval_returns)
+        print(f"policy evaluation return by env step (mode, {config.eval_episodes} episodes): {curve}")
     print(f"bundle: {result.bundle}")
     if result.open_loop is not None:
         print(f"open-loop figure: {result.logdir / 'openloop.png'}")

@@ -249,6 +249,7 @@ class Trainer:
             mininterval=1.0,
         )
         tick_time, tick_step, tick_updates = time.perf_counter(), self.env_step, self.updates
+        postfix: dict[str, str] = {}
         obs = self._reset_env()
         try:
             while self.env_step < c.steps:
@@ -276,17 +277,18 @@ class Trainer:
                 ):
                     pending_eval = self.evaluate_policy()
                     logger.write(self.env_step, {"eval_return": pending_eval})
-                    bar.set_postfix({"eval_return": f"{pending_eval:.1f}"}, refresh=False)
+                    postfix["eval_return"] = f"{pending_eval:.1f}"
+                    bar.set_postfix(postfix, refresh=False)
                 if self.env_step % c.log_every == 0 or self.env_step == c.steps:
                     now = time.perf_counter()
                     last = self._summarise(
                         pending, now - tick_time, self.env_step - tick_step, self.updates - tick_updates
                     )
                     logger.write(self.env_step, last)
-                    bar.set_postfix(
-                        {k: f"{last[k]:.3g}" for k in ("model_loss", "env_sps", "updates_ps") if k in last},
-                        refresh=False,
+                    postfix.update(
+                        {k: f"{last[k]:.3g}" for k in ("model_loss", "env_sps", "updates_ps") if k in last}
                     )
+                    bar.set_postfix(postfix, refresh=False)
                     pending = []
                     tick_time, tick_step, tick_updates = now, self.env_step, self.updates
                 if self.env_step % c.checkpoint_every == 0 or self.env_step == c.steps:
