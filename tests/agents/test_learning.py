@@ -13,7 +13,7 @@ import dataclasses
 import pytest
 
 from agents.config import train_preset
-from agents.sb3 import evaluate_in_real, train_in_dream
+from agents.sb3 import RealEvaluation, evaluate_in_real, train_in_dream
 from agents.train import TrainResult, evaluate_model, train
 from wmsim.bundle import load_bundle
 
@@ -36,18 +36,24 @@ def test_cartpole_world_model_beats_repeat_last_baseline(cartpole_run: TrainResu
     assert one["termination_acc"] >= one["termination_acc_baseline"] - 0.02, one
 
 
-@pytest.mark.slow
-def test_ppo_trained_only_in_the_dream_plays_real_cartpole(cartpole_run: TrainResult) -> None:
-    # 60k dreamed steps of SB3 PPO (16 batched dream envs), then 20 seeded real episodes.
+def _ppo_in_dream_then_real(run: TrainResult, obs_mode: str) -> RealEvaluation:
+    """60k dreamed steps of SB3 PPO (16 batched dream envs), then 20 seeded real episodes."""
     agent = train_in_dream(
-        cartpole_run.bundle,
+        run.bundle,
         algo="PPO",
         total_timesteps=60_000,
         num_envs=16,
         seed=0,
+        obs_mode=obs_mode,
         algo_kwargs={"n_steps": 128, "batch_size": 256, "n_epochs": 4},
     )
-    real = evaluate_in_real(agent, cartpole_run.bundle, episodes=20, seed=1000)
+    return evaluate_in_real(agent, run.bundle, episodes=20, seed=1000, obs_mode=obs_mode)
+
+
+@pytest.mark.slow
+def test_ppo_trained_only_in_the_dream_plays_real_cartpole(cartpole_run: TrainResult) -> None:
+    # 60k dreamed steps of SB3 PPO (16 batched dream envs), then 20 seeded real episodes.
+    real = _ppo_in_dream_then_real(cartpole_run, obs_mode="latent")
     random = evaluate_in_real(None, cartpole_run.bundle, episodes=20, seed=1000)
     print(
         f"real CartPole-v1 return of PPO trained in the dream: {real.mean:.1f} +- {real.std:.1f}"
@@ -110,16 +116,7 @@ def test_ppo_on_decoded_observations_transfers_to_real_cartpole(cartpole_run: Tr
     # obs_mode="pixels": the dream hands out decoded observations in the real env's format (here the
     # 4-d state), so the policy sees true states in the real env. 60k dreamed PPO steps. Measured on
     # 20 real episodes: 500 +- 0 (seed 0), 500 (seed 1), 326 (seed 2); random 22.9.
-    agent = train_in_dream(
-        cartpole_run.bundle,
-        algo="PPO",
-        total_timesteps=60_000,
-        num_envs=16,
-        seed=0,
-        obs_mode="pixels",
-        algo_kwargs={"n_steps": 128, "batch_size": 256, "n_epochs": 4},
-    )
-    real = evaluate_in_real(agent, cartpole_run.bundle, episodes=20, seed=1000, obs_mode="pixels")
+    real = _ppo_in_dream_then_real(cartpole_run, obs_mode="pixels")
     print(
         f"real CartPole-v1 return of PPO trained on dreamed observations: {real.mean:.1f} +- {real.std:.1f}"
     )
