@@ -8,15 +8,21 @@ Training options are generated from :class:`agents.config.TrainConfig`: every fi
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from wmsim.config import add_config_arguments, apply_overrides, flat_items
 
 from .config import TRAIN_PRESETS, TrainConfig, train_preset
+
+#: Modules that add subcommands: each has ``add_parsers(sub) -> dict[str, handler]`` where a handler
+#: takes the parsed ``argparse.Namespace`` and returns an exit code. Imported when the parser is built.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
@@ -109,7 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     _evaluate_parser(sub)
     _eval_parser(sub)
     _bench_parser(sub)
+    for name in COMMAND_MODULES:
+        HANDLERS.update(importlib.import_module(name).add_parsers(sub))
     return parser
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -259,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "eval": cmd_eval, "bench": cmd_bench}
+    commands.update(HANDLERS)
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError) as exc:

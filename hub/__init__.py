@@ -1,3 +1,5 @@
-"""hub: moves wmsim bundle files to and from the Hugging Face Hub. It knows no model code."""
+"""hub: move wmsim bundles to and from the Hugging Face Hub. Model-agnostic: files only, no model code."""
 
-__all__: list[str] = []
+from .download import HubError, NotCachedError, UnsafeRepoError, download_bundle, is_offline
+
+__all__ = ["HubError", "NotCachedError", "UnsafeRepoError", "download_bundle", "is_offline"]

@@ -1,22 +1,60 @@
-"""Resolve a model argument (a loaded bundle, a bundle directory or a known short name) to a
-:class:`~wmsim.bundle.Bundle`, and register ``wmsim/<Name>-dream`` Gymnasium ids.
+"""Find a world model by name, Hub repo id or path, and register ``wmsim/<Name>-dream`` Gymnasium ids.
 
-Known short names map to bundle sources; the pretrained models that fill this table (with Hub repos and
-pinned revisions) arrive in a later release, and :func:`register_dream` adds a user's own bundle.
+A model argument resolves to a bundle directory in this order, each step said in a debug log
+(``logging.getLogger("wmsim.registry")``):
+
+1. an explicit local path (a directory holding ``config.json``);
+2. a name given to :func:`register_dream` with a directory;
+3. for a pretrained name (``Pong``, ``CartPole``, ...: :data:`PRETRAINED`) or a Hub repo id
+   (``owner/name``, optionally ``owner/name@revision``): the Hugging Face Hub cache, then the Hub
+   (skipped when ``HF_HUB_OFFLINE=1``), then, for a pretrained name, the copy shipped with the package.
+
+Nothing here imports torch: the onnxruntime backend resolves models through the same functions.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .bundle import Bundle, load_bundle
+if TYPE_CHECKING:
+    from .bundle import Bundle
 
 log = logging.getLogger(__name__)
 
-#: Short name -> bundle directory. Filled by :func:`register_dream` and by pretrained models.
+#: Where the copies of pretrained models shipped with the package live (one folder per name).
+SHIPPED_DIR = Path(__file__).parent / "pretrained"
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    """A published world model: its short name, Hub repo and pinned revision, and the real env."""
+
+    name: str
+    repo_id: str
+    revision: str
+    env_id: str
+    summary: str
+
+    @property
+    def shipped_dir(self) -> Path | None:
+        """The copy shipped with the package, or None where none is."""
+        path = SHIPPED_DIR / self.name
+        return path if (path / "config.json").is_file() else None
+
+
+#: Pretrained models by short name (filled by the pretrained-models release).
+PRETRAINED: dict[str, PretrainedModel] = {}
+
+#: Names registered by :func:`register_dream` with a bundle directory.
 KNOWN_MODELS: dict[str, str] = {}
 
 # Bundles handed over as objects are kept here under a token, because Gymnasium deep-copies the
@@ -26,29 +64,118 @@ _CACHE: dict[tuple[str, float], Bundle] = {}
 _LOCK = threading.Lock()
 
 
-def resolve_model(model: Bundle | str | os.PathLike) -> Bundle:
-    """The bundle that ``model`` names: a :class:`Bundle` (returned as is), a bundle directory, or a
-    short name known to the registry (``wmsim.registry.KNOWN_MODELS``). Loaded bundles are cached per
-    directory and modification time."""
-    if isinstance(model, Bundle):
-        return model
+class UnknownModelError(ValueError):
+    """A model argument is neither a bundle directory, a known name nor a Hub repo id."""
+
+
+def _is_bundle(model: object) -> bool:
+    bundle_module = sys.modules.get("wmsim.bundle")
+    return bundle_module is not None and isinstance(model, bundle_module.Bundle)
+
+
+def split_revision(reference: str) -> tuple[str, str | None]:
+    """``"owner/name@rev"`` -> ``("owner/name", "rev")``; no ``@`` -> ``(reference, None)``."""
+    if "@" in reference:
+        repo, revision = reference.rsplit("@", 1)
+        return repo, revision or None
+    return reference, None
+
+
+def known_names() -> list[str]:
+    return sorted(set(PRETRAINED) | set(KNOWN_MODELS))
+
+
+def resolve_model_dir(model: str | os.PathLike, revision: str | None = None) -> Path:
+    """The bundle directory that ``model`` names (see the module docstring for the order).
+
+    Args:
+        model: a bundle directory, a registered or pretrained name, or a Hub repo id
+            (``owner/name`` or ``owner/name@revision``).
+        revision: a Hub revision (branch, tag or commit) overriding the pinned or given one.
+
+    Raises:
+        UnknownModelError: ``model`` is none of the above.
+        hub.HubError: the model is on the Hub but cannot be had (offline and not cached, unknown
+            revision, refused files); the message says what to do.
+    """
+    key = os.fspath(model)
+    path = Path(key).expanduser()
+    if path.exists():
+        log.debug("model %r: explicit local path %s", key, path)
+        return path
+    if key in KNOWN_MODELS:
+        log.debug("model %r: registered directory %s", key, KNOWN_MODELS[key])
+        return Path(KNOWN_MODELS[key])
+    repo_id, given_revision = split_revision(key)
+    entry = PRETRAINED.get(repo_id)
+    if entry is not None:
+        repo_id, pinned = entry.repo_id, entry.revision
+        log.debug("model %r: pretrained model %s@%s", key, repo_id, pinned)
+    elif _REPO_ID.match(repo_id):
+        pinned = None
+    else:
+        raise UnknownModelError(_unknown_message(key))
+    rev = revision or given_revision or pinned
+    return _from_hub(key, repo_id, rev, entry)
+
+
+def _from_hub(key: str, repo_id: str, revision: str | None, entry: PretrainedModel | None) -> Path:
+    import hub
+
+    try:
+        found = hub.download_bundle(repo_id, revision, local_files_only=True)
+        log.debug("model %r: found %s@%s in the Hub cache: %s", key, repo_id, revision or "main", found)
+        return found
+    except hub.NotCachedError:
+        log.debug("model %r: %s@%s is not in the Hub cache", key, repo_id, revision or "main")
+    error: Exception | None = None
+    if hub.is_offline():
+        log.debug("model %r: the Hub is offline (HF_HUB_OFFLINE), not asking it", key)
+    else:
+        try:
+            found = hub.download_bundle(repo_id, revision)
+            log.debug("model %r: downloaded %s@%s from the Hub: %s", key, repo_id, revision or "main", found)
+            return found
+        except hub.HubError as exc:
+            log.debug("model %r: the Hub did not give %s: %s", key, repo_id, exc)
+            error = exc
+    if entry is not None and entry.shipped_dir is not None:
+        log.debug("model %r: using the copy shipped with wmsim: %s", key, entry.shipped_dir)
+        return entry.shipped_dir
+    if error is not None:
+        raise error
+    raise hub.NotCachedError(
+        f"model {key!r} ({repo_id}@{revision or 'main'}) is not in the Hub cache and the Hub is offline"
+        f" (HF_HUB_OFFLINE is set): run `wmsim pull {key}` where there is network, or unset HF_HUB_OFFLINE,"
+        " or pass a local bundle directory"
+    )
+
+
+def _unknown_message(key: str) -> str:
+    names = ", ".join(known_names()) or "none registered"
+    return (
+        f"unknown model {key!r}: pass a bundle directory (one holding config.json, e.g. runs/x/bundle),"
+        f" a loaded wmsim.Bundle, a Hub repo id such as 'owner/name' (optionally '@revision'), or a"
+        f" known model name ({names}); `wmsim models` lists them"
+    )
+
+
+def resolve_model(model: Bundle | str | os.PathLike, revision: str | None = None) -> Bundle:
+    """The loaded bundle that ``model`` names: a :class:`~wmsim.Bundle` (returned as is), or anything
+    :func:`resolve_model_dir` accepts. Loaded bundles are cached per directory and modification time."""
+    if _is_bundle(model):
+        return model  # type: ignore[return-value]
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(
-            f"model must be a Bundle, a bundle directory or a model name, got {type(model).__name__}"
+            f"model must be a Bundle, a bundle directory, a model name or a Hub repo id,"
+            f" got {type(model).__name__}"
         )
     key = os.fspath(model)
     if key in _OBJECTS:
         return _OBJECTS[key]
-    path = Path(key)
-    if not path.exists() and key in KNOWN_MODELS:
-        log.debug("model %r: known name -> %s", key, KNOWN_MODELS[key])
-        path = Path(KNOWN_MODELS[key])
-    if not path.exists():
-        known = ", ".join(sorted(KNOWN_MODELS)) or "none registered yet"
-        raise ValueError(
-            f"unknown model {key!r}: pass a bundle directory (one holding config.json, e.g. runs/x/bundle),"
-            f" a loaded wmsim.Bundle, or a known model name ({known})"
-        )
+    path = resolve_model_dir(key, revision)
+    from .bundle import load_bundle
+
     config = path / "config.json"
     stamp = config.stat().st_mtime if config.exists() else 0.0
     with _LOCK:
@@ -61,8 +188,9 @@ def resolve_model(model: Bundle | str | os.PathLike) -> Bundle:
 
 def register_dream(name: str, model: Bundle | str | os.PathLike, **defaults: object) -> str:
     """Register ``wmsim/<name>-dream`` for ``gym.make`` (single env) and ``gym.make_vec`` (the native
-    batched :class:`~wmsim.dream.DreamVectorEnv`). ``defaults`` become the id's default keyword
-    arguments (``device``, ``obs_mode``, ``time_limit``, ...). Returns the id.
+    batched vector env). ``model``: a bundle, a bundle directory, a pretrained name or a Hub repo id;
+    ``defaults`` become the id's default keyword arguments (``device``, ``obs_mode``, ``time_limit``,
+    ``backend``, ...). Returns the id.
 
     Example::
 
@@ -73,18 +201,19 @@ def register_dream(name: str, model: Bundle | str | os.PathLike, **defaults: obj
 
     if not name or "/" in name or name.endswith("-dream"):
         raise ValueError(f"dream name {name!r}: use a plain name such as 'Pong' (the id adds '-dream')")
-    if isinstance(model, Bundle):
+    if _is_bundle(model):
         token = f"<bundle:{name}>"
-        _OBJECTS[token] = model
-        reference = token
+        _OBJECTS[token] = model  # type: ignore[assignment]
+        reference: str = token
     else:
-        reference = os.fspath(model)
-        KNOWN_MODELS.setdefault(name, reference)
+        reference = os.fspath(model)  # type: ignore[arg-type]
+        if Path(reference).exists():
+            KNOWN_MODELS[name] = reference
     env_id = f"wmsim/{name}-dream"
     gym.register(
         id=env_id,
-        entry_point="wmsim.dream.env:DreamEnv",
-        vector_entry_point="wmsim.dream.vector_env:DreamVectorEnv",
+        entry_point="wmsim.dream.factory:make_dream_env",
+        vector_entry_point="wmsim.dream.factory:make_dream_vector_env",
         kwargs={"model": reference, **defaults},
         disable_env_checker=True,
         order_enforce=True,
@@ -93,6 +222,8 @@ def register_dream(name: str, model: Bundle | str | os.PathLike, **defaults: obj
 
 
 def register_known_models() -> None:
-    """Register ``wmsim/<Name>-dream`` for every name in :data:`KNOWN_MODELS` (run on ``import wmsim``)."""
+    """Register ``wmsim/<Name>-dream`` for every pretrained and registered name (run on ``import wmsim``)."""
+    for name in PRETRAINED:
+        register_dream(name, name)
     for name, source in KNOWN_MODELS.items():
         register_dream(name, source)

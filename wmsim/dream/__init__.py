@@ -1,12 +1,37 @@
 """Dream environments: a world-model bundle as a batched Gymnasium VectorEnv, a single Env, an SB3
-VecEnv, and a real-env wrapper that produces the same latent features."""
+VecEnv, and a real-env wrapper that produces the same latent features.
 
-from ..devices import resolve_device
-from .env import DreamEnv
-from .latent_wrapper import LatentObservation
-from .simulator import DreamSimulator, StepResult
-from .vector_env import DreamVectorEnv
-from .video import write_dream_video
+Names load on first use, so that the torch-free onnxruntime backend can live in this package."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "DreamEnv": "env",
+    "DreamSimulator": "simulator",
+    "StepResult": "simulator",
+    "DreamVectorEnv": "vector_env",
+    "LatentObservation": "latent_wrapper",
+    "write_dream_video": "video",
+}
+
+if TYPE_CHECKING:
+    from .env import DreamEnv
+    from .latent_wrapper import LatentObservation
+    from .simulator import DreamSimulator, StepResult
+    from .vector_env import DreamVectorEnv
+    from .video import write_dream_video
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'wmsim.dream' has no attribute {name!r}")
+
 
 __all__ = [
     "DreamEnv",
@@ -14,6 +39,5 @@ __all__ = [
     "DreamVectorEnv",
     "LatentObservation",
     "StepResult",
-    "resolve_device",
     "write_dream_video",
 ]

@@ -1,0 +1,49 @@
+"""The bundle format without torch: file names, the format version, the error type and the reader of
+``config.json`` (used by the onnxruntime backend and by the Hub tools, which must not import torch).
+See :mod:`wmsim.bundle` for the layout."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+FORMAT = "wmsim-bundle"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+START_STATES_FILE = "start_states.safetensors"
+POLICY_FILE = "policy.safetensors"
+
+
+class BundleError(ValueError):
+    """A bundle directory is missing, incomplete, corrupt or from another program."""
+
+
+def read_bundle_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """The validated ``config.json`` of a bundle directory."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise BundleError(f"no bundle directory at {path}: pass the folder that holds {CONFIG_FILE}")
+    config_path = path / CONFIG_FILE
+    if not config_path.is_file():
+        raise BundleError(f"{path} holds no {CONFIG_FILE}: it is not a wmsim bundle (or it is incomplete)")
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{config_path} is not valid JSON ({exc}): the bundle is corrupt") from exc
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise BundleError(f"{config_path} is not a wmsim bundle config (its 'format' is not {FORMAT!r})")
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{config_path} has bundle format version {version!r}; this wmsim ({__version__}) reads"
+            f" version {FORMAT_VERSION}: upgrade wmsim or re-export the bundle"
+        )
+    missing = [k for k in ("env", "spaces", "io", "model") if k not in config]
+    if missing:
+        raise BundleError(f"{config_path} lacks the key(s) {missing}: the bundle is incomplete")
+    return config
