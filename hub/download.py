@@ -125,8 +125,9 @@ def download_bundle(
         if offline:
             raise NotCachedError(
                 f"{where} is not in the Hub cache ({_cache(cache_dir)}) and the Hub is not asked"
-                f" ({'local_files_only' if local_files_only else 'HF_HUB_OFFLINE is set'}): run"
-                f" `wmsim pull {repo_id}` where there is network, or pass a local bundle directory"
+                f" ({'local_files_only' if local_files_only else 'HF_HUB_OFFLINE is set'}): unset"
+                f" HF_HUB_OFFLINE where there is network (`wmsim pull {repo_id}` caches it), or pass a local"
+                " bundle directory"
             ) from exc
         raise HubError(
             f"cannot reach the Hub at {_endpoint()} for {where} and it is not cached: check the network"

@@ -15,6 +15,7 @@ is wrong.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -33,6 +34,7 @@ from .bundle_format import (
     FORMAT_VERSION,
     POLICY_FILE,
     START_STATES_FILE,
+    STORAGE_DTYPE_NAMES,
     WEIGHTS_FILE,
     BundleError,
     read_bundle_config,
@@ -41,6 +43,8 @@ from .config import WorldModelConfig, from_dict, to_dict
 from .envs import EnvSpec
 from .rssm import State
 from .world_model import IOSpec, WorldModel
+
+STORAGE_DTYPES = {name: getattr(torch, name) for name in STORAGE_DTYPE_NAMES}
 
 
 @dataclass
@@ -115,10 +119,23 @@ def save_bundle(
     start_states: StartStates,
     info: dict[str, Any] | None = None,
     policy: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
+    *,
+    weights_dtype: str = "float32",
+    card: bool = True,
 ) -> Path:
     """Write a bundle into ``directory`` (created if needed). Each file is written to a temporary name
-    and renamed into place, so a crash never leaves a half-written file behind. ``policy``: optional
-    ``(tensors, config)`` of an agent that plays the dream; the config (JSON) names its kind."""
+    and renamed into place, so a crash never leaves a half-written file behind.
+
+    Args:
+        policy: optional ``(tensors, config)`` of an agent that plays the dream; the config (JSON)
+            names its kind.
+        weights_dtype: storage of the world model's floating-point weights: ``float32`` (exact),
+            ``float16`` or ``bfloat16`` (half the size; loading casts back to float32).
+        card: write (or refresh) the ``README.md`` model card from the bundle's contents.
+    """
+    if weights_dtype not in STORAGE_DTYPES:
+        raise ValueError(f"weights_dtype={weights_dtype!r}: choose one of {sorted(STORAGE_DTYPES)}")
+    storage = STORAGE_DTYPES[weights_dtype]
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     config = {
@@ -130,20 +147,34 @@ def save_bundle(
         "io": model.io.to_dict(),
         "model": to_dict(model.config),
         "num_start_states": len(start_states),
+        "weights_dtype": weights_dtype,
         "info": info or {},
     }
     if policy is not None:
         config["policy"] = policy[1]
         policy_tensors = {k: v.detach().cpu().contiguous() for k, v in policy[0].items()}
         _atomic(path / POLICY_FILE, lambda p: save_file(policy_tensors, str(p), metadata={"format": FORMAT}))
-    weights = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    weights = {name: _stored(t, storage) for name, t in model.state_dict().items()}
     _atomic(path / WEIGHTS_FILE, lambda p: save_file(weights, str(p), metadata={"format": FORMAT}))
     _atomic(
         path / START_STATES_FILE,
         lambda p: save_file(start_states.tensors(), str(p), metadata={"format": FORMAT}),
     )
+    stored = [WEIGHTS_FILE, START_STATES_FILE] + ([POLICY_FILE] if policy is not None else [])
+    config["checksums"] = {name: file_sha256(path / name) for name in stored}
     _atomic(path / CONFIG_FILE, lambda p: p.write_text(json.dumps(config, indent=2, sort_keys=True)))
+    if card:
+        from .card import write_card
+
+        write_card(path)
     return path
+
+
+def _stored(tensor: torch.Tensor, storage: torch.dtype) -> torch.Tensor:
+    tensor = tensor.detach().cpu()
+    if tensor.is_floating_point():
+        tensor = tensor.to(storage)
+    return tensor.contiguous()
 
 
 def _atomic(target: Path, write: Any) -> None:
@@ -153,6 +184,7 @@ def _atomic(target: Path, write: Any) -> None:
         write(Path(tmp))
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -170,8 +202,11 @@ def load_bundle(directory: str | os.PathLike, device: torch.device | str = "cpu"
     except (ValueError, TypeError) as exc:
         raise BundleError(f"{path / CONFIG_FILE}: {exc}") from exc
     model = WorldModel(model_config, io)
+    storage = STORAGE_DTYPES[config.get("weights_dtype", "float32")]
     weights = _load_safetensors(path / WEIGHTS_FILE)
-    _check_tensors(path / WEIGHTS_FILE, weights, dict(model.state_dict()))
+    expected = {name: _stored(t, storage) for name, t in model.state_dict().items()}
+    _check_tensors(path / WEIGHTS_FILE, weights, expected)
+    _verify_checksum(path / WEIGHTS_FILE, config)
     model.load_state_dict(weights, strict=True)
     starts = _load_safetensors(path / START_STATES_FILE)
     n = int(config.get("num_start_states", starts.get("deter", torch.empty(0)).shape[0]))
@@ -181,11 +216,13 @@ def load_bundle(directory: str | os.PathLike, device: torch.device | str = "cpu"
         "stoch": torch.empty(n, model_config.rssm.stoch, dtype=torch.int64),
     }
     _check_tensors(path / START_STATES_FILE, starts, expected)
+    _verify_checksum(path / START_STATES_FILE, config)
     if n and (starts["stoch"].min() < 0 or starts["stoch"].max() >= model_config.rssm.classes):
         raise BundleError(f"{path / START_STATES_FILE}: stoch class indices outside [0, classes)")
     policy_tensors, policy_config = None, None
     if "policy" in config:
         policy_tensors = _load_safetensors(path / POLICY_FILE)
+        _verify_checksum(path / POLICY_FILE, config)
         policy_config = config["policy"]
     model.to(device).eval()
     return Bundle(
@@ -198,6 +235,24 @@ def load_bundle(directory: str | os.PathLike, device: torch.device | str = "cpu"
         policy_tensors,
         policy_config,
     )
+
+
+def file_sha256(file: Path) -> str:
+    """The SHA-256 of a file, hex."""
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify_checksum(file: Path, config: dict[str, Any]) -> None:
+    expected = config.get("checksums", {}).get(file.name)
+    if expected is not None and file_sha256(file) != expected:
+        raise BundleError(
+            f"{file} does not match the SHA-256 recorded in config.json: the file is corrupt or was"
+            " changed after saving; download or export the bundle again"
+        )
 
 
 def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:

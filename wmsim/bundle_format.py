@@ -17,6 +17,12 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 START_STATES_FILE = "start_states.safetensors"
 POLICY_FILE = "policy.safetensors"
+CARD_FILE = "README.md"
+#: How the world model's floating-point weights may be stored.
+STORAGE_DTYPE_NAMES = ("float32", "float16", "bfloat16")
+#: Top-level keys of config.json: required ones, then optional ones.
+REQUIRED_KEYS = ("format", "format_version", "wmsim_version", "env", "spaces", "io", "model")
+OPTIONAL_KEYS = ("num_start_states", "weights_dtype", "checksums", "info", "policy", "onnx")
 
 
 class BundleError(ValueError):
@@ -43,7 +49,20 @@ def read_bundle_config(directory: str | os.PathLike) -> dict[str, Any]:
             f"{config_path} has bundle format version {version!r}; this wmsim ({__version__}) reads"
             f" version {FORMAT_VERSION}: upgrade wmsim or re-export the bundle"
         )
-    missing = [k for k in ("env", "spaces", "io", "model") if k not in config]
+    missing = [k for k in REQUIRED_KEYS if k not in config]
     if missing:
         raise BundleError(f"{config_path} lacks the key(s) {missing}: the bundle is incomplete")
+    unknown = sorted(set(config) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+    if unknown:
+        raise BundleError(
+            f"{config_path} has unknown field(s) {unknown} (written by wmsim"
+            f" {config.get('wmsim_version')!r}; this is {__version__}): upgrade wmsim, or remove them"
+            " if the file was edited by hand"
+        )
+    storage = config.get("weights_dtype", "float32")
+    if storage not in STORAGE_DTYPE_NAMES:
+        raise BundleError(
+            f"{config_path}: weights_dtype {storage!r} is not one of {STORAGE_DTYPE_NAMES}: the bundle is"
+            " corrupt or from a newer wmsim"
+        )
     return config

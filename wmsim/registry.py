@@ -221,8 +221,23 @@ def register_dream(name: str, model: Bundle | str | os.PathLike, **defaults: obj
     return env_id
 
 
+#: The generic id: ``gym.make("wmsim/Dream", model="owner/name")`` (any model argument).
+GENERIC_ID = "wmsim/Dream"
+
+
 def register_known_models() -> None:
-    """Register ``wmsim/<Name>-dream`` for every pretrained and registered name (run on ``import wmsim``)."""
+    """Register the generic ``wmsim/Dream`` id and ``wmsim/<Name>-dream`` for every pretrained and
+    registered name (run on ``import wmsim``)."""
+    import gymnasium as gym
+
+    gym.register(
+        id=GENERIC_ID,
+        entry_point="wmsim.dream.factory:make_dream_env",
+        vector_entry_point="wmsim.dream.factory:make_dream_vector_env",
+        kwargs={"model": None},
+        disable_env_checker=True,
+        order_enforce=True,
+    )
     for name in PRETRAINED:
         register_dream(name, name)
     for name, source in KNOWN_MODELS.items():

@@ -1,0 +1,99 @@
+"""Behaviour policies that gather offline data for world-model pretraining (the PWM recipe).
+
+A world model only learns the situations its data shows. Random actions never return the ball in Pong
+nor swing a pendulum up, so offline datasets mix a *scripted* policy that plays reasonably (and reaches
+the states a good policy meets) with random actions, per episode, at several noise levels.
+
+Scripted policies read the true state (the ALE RAM for Atari, the env's own state for Gymnasium
+control tasks); they exist only to gather data: no learned policy sees that state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+Behaviour = Callable[[np.ndarray], Any]
+
+# ALE Pong RAM: the agent's (right) paddle and the ball's vertical positions; minimal action set
+# NOOP, FIRE, RIGHT (up), LEFT (down), RIGHTFIRE, LEFTFIRE.
+_PONG_PADDLE_Y, _PONG_BALL_Y = 51, 54
+_PONG_UP, _PONG_DOWN, _PONG_NOOP = 2, 3, 0
+
+
+def pong_tracker(env: gym.Env, offset: int = 4, dead_zone: int = 2) -> Behaviour:
+    """Move the paddle towards the ball (ALE RAM). Scores about 6 points per 12 conceded."""
+    ale = env.unwrapped.ale  # type: ignore[attr-defined]
+
+    def act(obs: np.ndarray) -> int:
+        ram = ale.getRAM()
+        gap = int(ram[_PONG_PADDLE_Y]) + offset - int(ram[_PONG_BALL_Y])
+        if gap > dead_zone:
+            return _PONG_UP
+        if gap < -dead_zone:
+            return _PONG_DOWN
+        return _PONG_NOOP
+
+    return act
+
+
+def cartpole_balancer(env: gym.Env) -> Behaviour:
+    """Push towards where the pole falls (angle and angular velocity): balances CartPole-v1 for long."""
+
+    def act(obs: np.ndarray) -> int:
+        _, _, angle, angular_velocity = (float(v) for v in np.asarray(obs).reshape(-1)[:4])
+        return int(angle + 0.5 * angular_velocity > 0)
+
+    return act
+
+
+def pendulum_swinger(env: gym.Env) -> Behaviour:
+    """Pump energy until the pendulum is near the top, then hold it with a PD controller."""
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        cos, sin, velocity = (float(v) for v in np.asarray(obs).reshape(-1)[:3])
+        angle = np.arctan2(sin, cos)
+        if cos > 0.85:
+            torque = -8.0 * angle - 1.5 * velocity
+        else:
+            energy = 0.5 * velocity**2 + 10.0 * (cos - 1.0)
+            torque = 2.0 * np.sign(velocity * energy if energy < 0 else -velocity) if velocity else 1.0
+        return np.array([np.clip(torque, -2.0, 2.0)], np.float32)
+
+    return act
+
+
+SCRIPTED: dict[str, Callable[[gym.Env], Behaviour]] = {
+    "atari/Pong": pong_tracker,
+    "CartPole-v1": cartpole_balancer,
+    "Pendulum-v1": pendulum_swinger,
+}
+
+#: Per-episode probability of a random action in ``mixed`` data (1.0 = a purely random episode).
+MIXED_EPSILONS = (0.0, 0.1, 0.3, 1.0)
+
+
+def behaviour_for(kind: str, env_id: str, env: gym.Env, episode: int, rng: np.random.Generator) -> Behaviour:
+    """The behaviour of one episode: ``random``, ``scripted`` or ``mixed`` (scripted with a random-action
+    probability cycling through :data:`MIXED_EPSILONS`)."""
+    if kind == "random":
+        return lambda obs: env.action_space.sample()
+    if env_id not in SCRIPTED:
+        raise ValueError(
+            f"no scripted behaviour for {env_id!r} (there is one for {', '.join(SCRIPTED)}):"
+            " use --behaviour random"
+        )
+    scripted = SCRIPTED[env_id](env)
+    if kind == "scripted":
+        return scripted
+    if kind != "mixed":
+        raise ValueError(f"behaviour {kind!r}: choose random, scripted or mixed")
+    epsilon = MIXED_EPSILONS[episode % len(MIXED_EPSILONS)]
+
+    def act(obs: np.ndarray) -> Any:
+        return env.action_space.sample() if rng.random() < epsilon else scripted(obs)
+
+    return act

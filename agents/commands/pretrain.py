@@ -1,0 +1,43 @@
+"""``wmsim pretrain``: fit a world model on an offline dataset gathered by a behaviour policy."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from wmsim.config import add_config_arguments, apply_overrides, flat_items
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
+    from ..offline import PretrainConfig
+
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain a world model on offline data (random, scripted or mixed behaviour)",
+        description="Collect --data-steps real steps with a behaviour policy, fit the world model for"
+        " --updates steps and write LOGDIR/bundle. Run the same command again to resume.",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_arguments(p, PretrainConfig)
+    return {"pretrain": run}
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..offline import OfflinePretrainer, PretrainConfig
+
+    config = PretrainConfig()
+    overrides = {k: getattr(args, k) for k in flat_items(config) if getattr(args, k, None) is not None}
+    config = apply_overrides(config, overrides)
+    trainer = OfflinePretrainer(config, progress=not args.quiet)
+    stats = trainer.collect()
+    print(
+        f"dataset: {stats['steps']} steps, {stats['episodes']} episodes,"
+        f" mean return {stats['episode_return_mean']:.2f}"
+    )
+    metrics = trainer.fit()
+    bundle = trainer.write_bundle()
+    print(
+        f"{trainer.updates} updates, model_loss {metrics.get('model_loss', float('nan')):.4g};"
+        f" bundle: {bundle}"
+    )
+    return 0

@@ -1,0 +1,226 @@
+"""Pretrain a world model on an offline dataset (the PWM recipe), then learn policies inside it.
+
+1. **Collect** ``data_steps`` real steps with a behaviour policy (``random``, ``scripted`` or ``mixed``;
+   see :mod:`agents.behaviours`) into an on-disk replay.
+2. **Fit** the world model on sequences sampled from that fixed dataset for ``updates`` gradient steps,
+   checkpointing every ``checkpoint_every`` updates (rerun the same command to resume).
+3. **Bundle** the model with start states taken from the dataset's episode starts.
+
+Policies are then learned inside the bundle: ``wmsim train --dream BUNDLE`` (DreamerV2 actor-critic) or
+``agents.sb3.train_in_dream`` (any SB3 algorithm).
+
+CLI: ``wmsim pretrain --env atari/Pong --behaviour mixed --data-steps 60000 --updates 5000``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from wmsim.bundle import encode_start_states, save_bundle
+from wmsim.config import WorldModelConfig, model_preset, to_dict
+from wmsim.data import first_step, next_step
+from wmsim.devices import resolve_device
+from wmsim.envs import EnvSpec, describe_spaces, make_env
+from wmsim.world_model import IOSpec, WorldModel, WorldModelTrainer, batch_to_torch
+
+from .behaviours import behaviour_for
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .replay import Replay
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Offline world-model pretraining. Steps are agent steps (after action repeat)."""
+
+    env: str = field(default="atari/Pong", metadata={"help": "env id: atari/Pong, CartPole-v1, ..."})
+    env_obs: str = field(default="", metadata={"help": "observation type override: pixels or state"})
+    behaviour: str = field(default="mixed", metadata={"help": "random, scripted or mixed"})
+    data_steps: int = field(default=60_000, metadata={"help": "real steps in the dataset"})
+    updates: int = field(default=5_000, metadata={"help": "world-model gradient updates"})
+    batch_size: int = 16
+    seq_len: int = 50
+    logdir: str = field(default="runs/pretrain", metadata={"help": "run directory (resumed if it exists)"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    precision: str = field(default="auto", metadata={"help": "auto (bf16 on GPU), bf16 or fp32"})
+    seed: int = 0
+    checkpoint_every: int = field(default=500, metadata={"help": "updates between checkpoints"})
+    start_states: int = field(default=256, metadata={"help": "episode starts kept for the bundle"})
+    model: WorldModelConfig = field(default_factory=lambda: model_preset("small"))
+
+
+def env_spec_of_config(config: PretrainConfig) -> EnvSpec:
+    overrides = {"obs_type": config.env_obs} if config.env_obs else {}
+    return EnvSpec.from_id(config.env, **overrides)
+
+
+class OfflinePretrainer:
+    """Collect, fit and bundle; every phase resumes from what ``logdir`` already holds."""
+
+    def __init__(self, config: PretrainConfig, *, progress: bool = True) -> None:
+        self.config = config
+        self.progress = progress
+        self.logdir = Path(config.logdir)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self._check_run_dir()
+        self.device = resolve_device(config.device)
+        self.spec = env_spec_of_config(config)
+        self.env = make_env(self.spec, seed=config.seed)
+        self.io = IOSpec.from_spaces(self.env.observation_space, self.env.action_space)
+        torch.manual_seed(config.seed)
+        self.model = WorldModel(config.model, self.io).to(self.device)
+        self.trainer = WorldModelTrainer(self.model, precision=config.precision)
+        capacity = config.data_steps + 100_000
+        self.replay = Replay(self.logdir / "replay", capacity, chunk_length=1024, seed=config.seed)
+        self.updates = 0
+        self.data_stats: dict[str, Any] = {}
+        self.wall_clock: dict[str, float] = {}
+
+    def _check_run_dir(self) -> None:
+        saved = self.logdir / "pretrain_config.json"
+        current = to_dict(self.config)
+        if saved.exists():
+            previous = json.loads(saved.read_text())
+            keys = [k for k in current if k not in {"updates", "checkpoint_every"}]
+            differ = [k for k in keys if previous.get(k) != current[k]]
+            if differ:
+                raise ValueError(
+                    f"{self.logdir} holds a pretraining run with other settings ({', '.join(differ)}):"
+                    " pass another --logdir or the same options"
+                )
+        saved.write_text(json.dumps(current, indent=2, sort_keys=True))
+
+    # ------------------------------------------------------------------ 1. collect
+    def collect(self) -> dict[str, Any]:
+        """Fill the dataset up to ``data_steps`` (an unfinished collection is redone from scratch)."""
+        c = self.config
+        stats_file = self.logdir / "dataset.json"
+        if stats_file.exists() and self.replay.total_steps >= c.data_steps:
+            self.data_stats = json.loads(stats_file.read_text())
+            return self.data_stats
+        self.replay.truncate(0)
+        rng = np.random.default_rng(c.seed)
+        self.env.action_space.seed(c.seed)
+        returns: list[float] = []
+        start = time.perf_counter()
+        bar = tqdm(total=c.data_steps, disable=not self.progress, unit="step", desc="collect", mininterval=1)
+        episode = 0
+        while self.replay.total_steps < c.data_steps:
+            act = behaviour_for(c.behaviour, c.env, self.env, episode, rng)
+            obs, _ = self.env.reset(seed=c.seed + episode)
+            self.replay.add(first_step(obs, self.io))
+            total, done = 0.0, False
+            while not done:
+                action = act(obs)
+                obs, reward, terminated, truncated, _ = self.env.step(action)
+                self.replay.add(next_step(obs, action, float(reward), terminated, truncated, self.io))
+                total += float(reward)
+                done = terminated or truncated
+                bar.update(1)
+            returns.append(total)
+            episode += 1
+        bar.close()
+        self.replay.flush()
+        self.data_stats = {
+            "behaviour": c.behaviour,
+            "steps": self.replay.total_steps,
+            "episodes": episode,
+            "episode_return_mean": float(np.mean(returns)),
+            "episode_return_min": float(np.min(returns)),
+            "episode_return_max": float(np.max(returns)),
+            "seconds": time.perf_counter() - start,
+        }
+        stats_file.write_text(json.dumps(self.data_stats, indent=2))
+        log.info("dataset: %s", self.data_stats)
+        return self.data_stats
+
+    # ------------------------------------------------------------------ 2. fit
+    def fit(self) -> dict[str, float]:
+        """Train the world model for ``updates`` steps on the dataset, resuming from the last checkpoint."""
+        c = self.config
+        modules = {"world_model": self.model}
+        optimizers = {"world_model": self.trainer.optimizer}
+        path = latest_checkpoint(self.logdir)
+        if path is not None:
+            self.updates, state, extra = load_checkpoint(path, modules, optimizers)
+            self.replay.load_state_dict(state["replay"])
+            torch.set_rng_state(extra["torch_rng"].to(torch.uint8))
+            log.info("resumed %s at update %d", self.logdir, self.updates)
+        metrics: dict[str, float] = {}
+        start = time.perf_counter()
+        bar = tqdm(
+            total=c.updates,
+            initial=self.updates,
+            disable=not self.progress,
+            unit="upd",
+            desc="fit",
+            mininterval=1,
+        )
+        pending: list[dict[str, torch.Tensor]] = []
+        while self.updates < c.updates:
+            batch = batch_to_torch(self.replay.sample(c.batch_size, c.seq_len), self.device)
+            _, step_metrics = self.trainer.train_step(batch)
+            pending.append(step_metrics)
+            self.updates += 1
+            bar.update(1)
+            if self.updates % 50 == 0 or self.updates == c.updates:
+                metrics = {k: float(torch.stack([m[k] for m in pending]).mean()) for k in pending[0]}
+                bar.set_postfix(
+                    {
+                        k: f"{metrics[k]:.3g}"
+                        for k in ("model_loss", "obs_loss", "reward_loss")
+                        if k in metrics
+                    },
+                    refresh=False,
+                )
+                with open(self.logdir / "metrics.jsonl", "a") as handle:
+                    handle.write(json.dumps({"update": self.updates, **metrics}) + "\n")
+                pending = []
+            if self.updates % c.checkpoint_every == 0 or self.updates == c.updates:
+                state = {"replay": self.replay.state_dict()}
+                save_checkpoint(
+                    self.logdir,
+                    self.updates,
+                    modules,
+                    optimizers,
+                    state,
+                    {"torch_rng": torch.get_rng_state()},
+                )
+        bar.close()
+        self.wall_clock["fit_seconds_this_session"] = time.perf_counter() - start
+        return metrics
+
+    # ------------------------------------------------------------------ 3. bundle
+    def write_bundle(self, directory: str | os.PathLike | None = None) -> Path:
+        """The bundle: the model plus start states from the dataset's first observations."""
+        data = self.replay.contents()
+        firsts = np.flatnonzero(data["is_first"])[: self.config.start_states]
+        starts = encode_start_states(self.model, torch.as_tensor(data["obs"][firsts]))
+        info = {
+            "recipe": "offline pretraining (wmsim pretrain)",
+            "updates": self.updates,
+            "seed": self.config.seed,
+            "pretrain_config": to_dict(self.config),
+            "dataset": self.data_stats,
+            "hardware": f"{platform.machine()}, {os.cpu_count()} cores, {self.device}",
+            "torch": torch.__version__,
+        }
+        target = Path(directory) if directory is not None else self.logdir / "bundle"
+        return save_bundle(target, self.model, self.spec, describe_spaces(self.env), starts, info)
+
+    def run(self) -> Path:
+        self.collect()
+        self.fit()
+        return self.write_bundle()

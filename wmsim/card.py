@@ -1,0 +1,242 @@
+"""Model cards for bundles, written with ``huggingface_hub``'s card tooling (no torch needed).
+
+The card (``README.md`` in the bundle) carries metadata the Hub indexes (``library_name: wmsim``, tags,
+and evaluation results in ``model-index`` like Stable-Baselines3's Hub packages), a usage snippet that
+works, how the model was trained, and its measured figures, read from files in the bundle:
+
+- ``openloop.json`` (``wmsim evaluate``): open-loop fidelity against horizon on held-out real episodes;
+- ``transfer.json`` (``wmsim eval --record``): real-env returns of policies trained in the dream;
+- ``dream_vs_real.gif`` / ``openloop.png``: shown when present.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from .bundle_format import CARD_FILE, read_bundle_config
+
+OPENLOOP_FILE = "openloop.json"
+TRANSFER_FILE = "transfer.json"
+MEDIA_FILES = ("dream_vs_real.gif", "openloop.png")
+HORIZONS = (1, 5, 15, 50)
+
+
+def env_id_of(config: dict[str, Any]) -> str:
+    """The real env id as ``wmsim.make_env`` takes it: ``atari/Pong``, ``dmc/cartpole-swingup``, ..."""
+    env = config["env"]
+    return env["name"] if env["suite"] == "gym" else f"{env['suite']}/{env['name']}"
+
+
+def record_transfer(
+    directory: str | os.PathLike,
+    key: str,
+    label: str,
+    returns: list[float],
+    command: str = "",
+    seed: int | None = None,
+) -> Path:
+    """Add (or replace) one policy's real-env returns in the bundle's ``transfer.json``."""
+    path = Path(directory) / TRANSFER_FILE
+    data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"results": {}}
+    mean = sum(returns) / len(returns)
+    std = math.sqrt(sum((r - mean) ** 2 for r in returns) / len(returns))
+    data["results"][key] = {
+        "label": label,
+        "mean": mean,
+        "std": std,
+        "episodes": len(returns),
+        "returns": [float(r) for r in returns],
+        "seed": seed,
+        "command": command,
+    }
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def usage_snippet(name: str | None, repo_id: str | None, env_id: str, local: str | None = None) -> str:
+    """Python that makes this model's dream with Gymnasium and steps it."""
+    if name:
+        make = f'env = gym.make("wmsim/{name}-dream")'
+        vec = f'vec = gym.make_vec("wmsim/{name}-dream", num_envs=256)'
+    else:
+        source = repo_id or local or "path/to/bundle"
+        make = f'env = gym.make("wmsim/Dream", model="{source}")'
+        vec = f'vec = gym.make_vec("wmsim/Dream", num_envs=256, model="{source}")'
+    return "\n".join(
+        [
+            "import gymnasium as gym",
+            "import wmsim  # registers the wmsim/... ids",
+            "",
+            f"{make}  # a dream of {env_id}",
+            "obs, info = env.reset(seed=0)",
+            "obs, reward, terminated, truncated, info = env.step(env.action_space.sample())",
+            f"{vec}  # batched, on the GPU when there is one",
+        ]
+    )
+
+
+def build_card(directory: str | os.PathLike, name: str | None = None, repo_id: str | None = None) -> Any:
+    """The :class:`huggingface_hub.ModelCard` of a bundle directory."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    path = Path(directory)
+    config = read_bundle_config(path)
+    env_id = env_id_of(config)
+    name = name or config.get("info", {}).get("name")
+    openloop = _read_json(path / OPENLOOP_FILE)
+    transfer = _read_json(path / TRANSFER_FILE)
+    eval_results = [
+        EvalResult(
+            task_type="reinforcement-learning",
+            task_name="reinforcement-learning",
+            dataset_type=env_id,
+            dataset_name=env_id,
+            metric_type="mean_reward",
+            metric_name=f"mean_reward ({result['label']})",
+            metric_value=f"{result['mean']:.2f} +/- {result['std']:.2f}",
+        )
+        for result in (transfer or {}).get("results", {}).values()
+    ]
+    data = ModelCardData(
+        library_name="wmsim",
+        tags=[
+            "world-model",
+            "dreamerv2",
+            "reinforcement-learning",
+            "gymnasium",
+            env_id.replace("/", "-"),
+        ],
+        model_name=name or repo_id or path.name,
+        eval_results=eval_results or None,
+    )
+    sections = [
+        f"# {name or repo_id or path.name}: a DreamerV2 world model of {env_id}",
+        "A discrete world model (RSSM with"
+        f" {config['model']['rssm']['stoch']}x{config['model']['rssm']['classes']} categorical latents)"
+        f" of `{env_id}`, packaged as a [wmsim](https://pypi.org/project/wmsim/) bundle: a Gymnasium"
+        " environment that steps in latent space, batched on a GPU or CPU.",
+        "## Usage\n\n```python\n" + usage_snippet(name, repo_id, env_id, str(path)) + "\n```",
+        _model_section(config),
+        _training_section(config),
+        _fidelity_section(openloop),
+        _transfer_section(transfer),
+        _media_section(path),
+        "## Files\n\n`config.json` (format, env, spaces, model config), `model.safetensors` (weights),"
+        " `start_states.safetensors` (posterior states of real episode starts)"
+        + (", `policy.safetensors` (a policy that plays the dream)" if "policy" in config else "")
+        + ". Loading is safetensors + JSON only: nothing is unpickled.",
+    ]
+    body = "\n\n".join(section for section in sections if section)
+    return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + body + "\n")
+
+
+def write_card(directory: str | os.PathLike, name: str | None = None, repo_id: str | None = None) -> Path:
+    """Write (or refresh) the bundle's ``README.md`` card; returns its path."""
+    path = Path(directory) / CARD_FILE
+    card = build_card(directory, name=name, repo_id=repo_id)
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(str(card))
+    os.replace(tmp, path)
+    return path
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _model_section(config: dict[str, Any]) -> str:
+    rssm, io = config["model"]["rssm"], config["io"]
+    obs = f"{'image' if io['image'] else 'vector'} {tuple(io['obs_shape'])}"
+    action = f"{'discrete' if io['discrete'] else 'continuous'} ({io['action_size']})"
+    return (
+        "## Model\n\n"
+        f"| observation | action | deter | stoch | weights |\n|---|---|---|---|---|\n"
+        f"| {obs} | {action} | {rssm['deter']} | {rssm['stoch']}x{rssm['classes']} |"
+        f" {config.get('weights_dtype', 'float32')} |"
+    )
+
+
+def _training_section(config: dict[str, Any]) -> str:
+    info = config.get("info", {})
+    parts = ["## Training"]
+    if info.get("recipe"):
+        parts.append(f"Recipe: {info['recipe']}.")
+    if info.get("commands"):
+        parts.append("Reproduce with:\n\n```bash\n" + "\n".join(info["commands"]) + "\n```")
+    facts = [
+        f"- {label}: {info[key]}"
+        for key, label in (
+            ("env_steps", "real env steps"),
+            ("updates", "world-model updates"),
+            ("seed", "seed"),
+            ("hardware", "hardware"),
+            ("wall_clock", "wall-clock"),
+        )
+        if key in info
+    ]
+    dataset = info.get("dataset")
+    if isinstance(dataset, dict) and "steps" in dataset:
+        facts.append(
+            f"- offline dataset: {dataset['steps']} steps, {dataset.get('episodes')} episodes,"
+            f" behaviour {dataset.get('behaviour')}, mean episode return"
+            f" {dataset.get('episode_return_mean', float('nan')):.2f}"
+        )
+    if "dream_training" in info:
+        dream = info["dream_training"]
+        facts.append(f"- policy: DreamerV2 actor-critic, {dream.get('updates')} updates inside the dream")
+    parts.append("\n".join(facts) if facts else "No training record in the bundle.")
+    return "\n\n".join(parts)
+
+
+def _fidelity_section(openloop: dict[str, Any] | None) -> str:
+    if not openloop:
+        return "## Fidelity\n\nNot measured yet: `wmsim evaluate BUNDLE` writes `openloop.json`."
+    rows = [
+        "| horizon | obs MSE | repeat-last | reward MAE | repeat-last | termination acc. | repeat-last |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for h in HORIZONS:
+        if h > openloop["horizon"] or openloop["counts"][h - 1] == 0:
+            continue
+        i = h - 1
+        rows.append(
+            f"| {h} | {openloop['obs_mse'][i]:.4g} | {openloop['obs_mse_baseline'][i]:.4g} |"
+            f" {openloop['reward_mae'][i]:.3g} | {openloop['reward_mae_baseline'][i]:.3g} |"
+            f" {openloop['termination_acc'][i]:.3f} | {openloop['termination_acc_baseline'][i]:.3f} |"
+        )
+    return (
+        "## Fidelity\n\nOpen-loop predictions on held-out real episodes"
+        f" ({openloop['windows']} windows, {openloop['context']} context steps), against repeating the"
+        " last observation and reward:\n\n" + "\n".join(rows)
+    )
+
+
+def _transfer_section(transfer: dict[str, Any] | None) -> str:
+    results = (transfer or {}).get("results", {})
+    if not results:
+        return "## Transfer\n\nNot measured yet: `wmsim eval BUNDLE --record KEY` writes `transfer.json`."
+    rows = ["| policy | real-env return | episodes | command |", "|---|---|---|---|"]
+    for result in results.values():
+        command = f"`{result['command']}`" if result.get("command") else ""
+        rows.append(
+            f"| {result['label']} | {result['mean']:.2f} +/- {result['std']:.2f} | {result['episodes']} |"
+            f" {command} |"
+        )
+    return "## Transfer\n\nReturns in the real environment (seeded episodes):\n\n" + "\n".join(rows)
+
+
+def _media_section(path: Path) -> str:
+    shown = [f"![{name}]({name})" for name in MEDIA_FILES if (path / name).is_file()]
+    return "## Dream vs real\n\n" + "\n\n".join(shown) if shown else ""
