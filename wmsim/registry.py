@@ -98,6 +98,8 @@ def resolve_model_dir(model: str | os.PathLike, revision: str | None = None) -> 
         hub.HubError: the model is on the Hub but cannot be had (offline and not cached, unknown
             revision, refused files); the message says what to do.
     """
+    if model is None:
+        raise ValueError('no model given: pass a bundle directory, a Hub repo id ("owner/name") or a name')
     key = os.fspath(model)
     path = Path(key).expanduser()
     if path.exists():
@@ -165,6 +167,11 @@ def resolve_model(model: Bundle | str | os.PathLike, revision: str | None = None
     :func:`resolve_model_dir` accepts. Loaded bundles are cached per directory and modification time."""
     if _is_bundle(model):
         return model  # type: ignore[return-value]
+    if model is None:
+        raise ValueError(
+            'no model given: gym.make("wmsim/Dream", model=...) takes a bundle directory, a Hub repo id'
+            ' ("owner/name") or a pretrained name; or use a named id such as "wmsim/CartPole-dream"'
+        )
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(
             f"model must be a Bundle, a bundle directory, a model name or a Hub repo id,"
@@ -197,7 +204,6 @@ def register_dream(name: str, model: Bundle | str | os.PathLike, **defaults: obj
         wmsim.register_dream("MyCartPole", "runs/cartpole/bundle")
         env = gym.make_vec("wmsim/MyCartPole-dream", num_envs=256)
     """
-    import gymnasium as gym
 
     if not name or "/" in name or name.endswith("-dream"):
         raise ValueError(f"dream name {name!r}: use a plain name such as 'Pong' (the id adds '-dream')")
@@ -210,15 +216,24 @@ def register_dream(name: str, model: Bundle | str | os.PathLike, **defaults: obj
         if Path(reference).exists():
             KNOWN_MODELS[name] = reference
     env_id = f"wmsim/{name}-dream"
+    _register(env_id, {"model": reference, **defaults})
+    return env_id
+
+
+def _register(env_id: str, kwargs: dict[str, object]) -> None:
+    import gymnasium as gym
+
+    existing = gym.registry.get(env_id)
+    if existing is not None and existing.kwargs == kwargs:
+        return
     gym.register(
         id=env_id,
         entry_point="wmsim.dream.factory:make_dream_env",
         vector_entry_point="wmsim.dream.factory:make_dream_vector_env",
-        kwargs={"model": reference, **defaults},
+        kwargs=kwargs,
         disable_env_checker=True,
         order_enforce=True,
     )
-    return env_id
 
 
 #: The generic id: ``gym.make("wmsim/Dream", model="owner/name")`` (any model argument).
@@ -228,16 +243,7 @@ GENERIC_ID = "wmsim/Dream"
 def register_known_models() -> None:
     """Register the generic ``wmsim/Dream`` id and ``wmsim/<Name>-dream`` for every pretrained and
     registered name (run on ``import wmsim``)."""
-    import gymnasium as gym
-
-    gym.register(
-        id=GENERIC_ID,
-        entry_point="wmsim.dream.factory:make_dream_env",
-        vector_entry_point="wmsim.dream.factory:make_dream_vector_env",
-        kwargs={"model": None},
-        disable_env_checker=True,
-        order_enforce=True,
-    )
+    _register(GENERIC_ID, {"model": None})
     for name in PRETRAINED:
         register_dream(name, name)
     for name, source in KNOWN_MODELS.items():
