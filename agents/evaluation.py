@@ -47,9 +47,11 @@ def evaluate_policy_in_real(
     mode: bool = True,
     video: str | None = None,
     device: str = "cpu",
+    random: bool = False,
 ) -> dict[str, Any]:
     """Play ``episodes`` real episodes (seeds ``seed, seed+1, ...``); returns a dict with the returns,
-    their mean and std. ``video``: write the first episode's observations (image envs) as a video."""
+    their mean and std. ``video``: write the first episode's observations (image envs) as a video.
+    ``random=True`` plays a uniformly random policy (seeded), the baseline of a transfer table."""
     bundle = resolve_model(model)
     env = _real_env(bundle, env_id, seed)
     recorder: _FirstEpisodeFrames | None = None
@@ -58,7 +60,18 @@ def evaluate_policy_in_real(
             env.close()
             raise ValueError(f"--video records image observations; {bundle.env_spec.id} observes vectors")
         env = recorder = _FirstEpisodeFrames(env)
-    if sb3 is not None:
+    if random:
+        env.action_space.seed(seed)
+        play_env = env
+
+        def act(obs: Any) -> Any:
+            return env.action_space.sample()
+
+        def reset() -> None:
+            return None
+
+        name = "random policy"
+    elif sb3 is not None:
         from stable_baselines3.common.base_class import BaseAlgorithm
 
         from .sb3 import ALGORITHMS
