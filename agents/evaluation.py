@@ -76,7 +76,7 @@ def evaluate_policy_in_real(
 
         from .sb3 import ALGORITHMS
 
-        agent = _load_sb3(sb3, algo, ALGORITHMS)
+        agent = load_sb3(sb3, algo, ALGORITHMS)
         assert isinstance(agent, BaseAlgorithm)
         play_env = LatentObservation(env, bundle, seed=seed) if obs_mode == "latent" else env
 
@@ -121,7 +121,7 @@ def evaluate_policy_in_real(
     }
 
 
-def _load_sb3(path: str, algo: str, algorithms: dict[str, Any]) -> Any:
+def load_sb3(path: str, algo: str, algorithms: dict[str, Any]) -> Any:
     """Load an SB3 zip with SB3's own loader (``algo`` names the class; SAC zips are recognised)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"no SB3 model at {path}: pass the .zip written by model.save()")

@@ -38,7 +38,7 @@ def cached_models(cache_dir: str | os.PathLike | None = None) -> list[CachedMode
     from huggingface_hub.errors import CacheNotFound
 
     try:
-        info = scan_cache_dir(cache_dir)
+        info = scan_cache_dir(os.fspath(cache_dir) if cache_dir is not None else None)
     except CacheNotFound:
         return []
     found = []

@@ -100,7 +100,7 @@ def download_bundle(
         folder = snapshot_download(
             repo_id,
             revision=revision,
-            cache_dir=cache_dir,
+            cache_dir=os.fspath(cache_dir) if cache_dir is not None else None,
             local_files_only=offline,
             allow_patterns=ALLOWED_PATTERNS,
             token=token,

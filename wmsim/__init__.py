@@ -61,7 +61,12 @@ if TYPE_CHECKING:
     from .world_model import IOSpec, WorldModel, WorldModelTrainer
 
 
+_SUBMODULES = ("play",)
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     if name in _LAZY:
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
