@@ -51,16 +51,21 @@ def cartpole_balancer(env: gym.Env) -> Behaviour:
 
 
 def pendulum_swinger(env: gym.Env) -> Behaviour:
-    """Pump energy until the pendulum is near the top, then hold it with a PD controller."""
+    """Pump energy until the pendulum nears the top, then hold it there with a PD controller.
+
+    Pendulum-v1: ``theta'' = 15 sin(theta) + 3 u`` with theta = 0 upright; the energy
+    ``0.5 theta'^2 + 15 (cos(theta) - 1)`` is 0 at rest at the top and -30 at rest at the bottom."""
 
     def act(obs: np.ndarray) -> np.ndarray:
         cos, sin, velocity = (float(v) for v in np.asarray(obs).reshape(-1)[:3])
-        angle = np.arctan2(sin, cos)
-        if cos > 0.85:
-            torque = -8.0 * angle - 1.5 * velocity
+        angle = float(np.arctan2(sin, cos))
+        energy = 0.5 * velocity**2 + 15.0 * (cos - 1.0)
+        if cos > 0.92:
+            torque = -(10.0 * angle + 2.0 * velocity)
+        elif energy < 0.0:
+            torque = 2.0 * (np.sign(velocity) or 1.0)
         else:
-            energy = 0.5 * velocity**2 + 10.0 * (cos - 1.0)
-            torque = 2.0 * np.sign(velocity * energy if energy < 0 else -velocity) if velocity else 1.0
+            torque = -2.0 * np.sign(velocity)
         return np.array([np.clip(torque, -2.0, 2.0)], np.float32)
 
     return act

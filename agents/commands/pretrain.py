@@ -18,14 +18,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse
         " --updates steps and write LOGDIR/bundle. Run the same command again to resume.",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--preset", default="small", help="world-model preset: small (default), tiny, atari, ...")
     add_config_arguments(p, PretrainConfig)
     return {"pretrain": run}
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from wmsim.config import model_preset
+
     from ..offline import OfflinePretrainer, PretrainConfig
 
-    config = PretrainConfig()
+    config = dataclasses.replace(PretrainConfig(), model=model_preset(args.preset))
     overrides = {k: getattr(args, k) for k in flat_items(config) if getattr(args, k, None) is not None}
     config = apply_overrides(config, overrides)
     trainer = OfflinePretrainer(config, progress=not args.quiet)

@@ -1,0 +1,75 @@
+"""Offline pretraining (the PWM recipe): scripted behaviours that play well enough to show a model the
+states a good policy meets, and ``wmsim pretrain`` collecting, fitting, resuming and bundling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from agents.behaviours import behaviour_for, cartpole_balancer, pendulum_swinger, pong_tracker
+from agents.cli import main
+from wmsim.bundle import load_bundle
+from wmsim.envs import make_env
+
+
+def _episode_return(env: gym.Env, act: object, seed: int, max_steps: int = 10_000) -> float:
+    obs, _ = env.reset(seed=seed)
+    total = 0.0
+    for _ in range(max_steps):
+        obs, reward, terminated, truncated, _ = env.step(act(obs))  # type: ignore[operator]
+        total += float(reward)
+        if terminated or truncated:
+            break
+    return total
+
+
+def test_scripted_control_behaviours_play_well() -> None:
+    cartpole = gym.make("CartPole-v1")
+    assert min(_episode_return(cartpole, cartpole_balancer(cartpole), s) for s in range(3)) == 500.0
+    pendulum = gym.make("Pendulum-v1")
+    swung = [_episode_return(pendulum, pendulum_swinger(pendulum), s) for s in range(4)]
+    assert np.mean(swung) > -300, swung  # random is about -1200
+
+
+def test_pong_tracker_returns_the_ball_and_scores() -> None:
+    env = make_env("atari/Pong")
+    act = pong_tracker(env)
+    obs, _ = env.reset(seed=1)
+    scored = conceded = 0
+    for _ in range(1500):
+        obs, reward, terminated, truncated, _ = env.step(act(obs))
+        scored, conceded = scored + (reward > 0), conceded + (reward < 0)
+        if terminated or truncated:
+            break
+    env.close()
+    assert scored >= 2 and conceded <= 3 * scored, (scored, conceded)  # random scores about 0 in 1500 steps
+
+
+def test_mixed_behaviour_cycles_noise_levels_and_unknown_envs_are_refused() -> None:
+    env = gym.make("CartPole-v1")
+    env.action_space.seed(0)
+    rng = np.random.default_rng(0)
+    returns = [_episode_return(env, behaviour_for("mixed", "CartPole-v1", env, e, rng), e) for e in range(4)]
+    assert returns[0] == 500.0 and returns[3] < 100, returns  # epsilon 0 ... epsilon 1 (random)
+    with pytest.raises(ValueError, match=r"no scripted behaviour for 'MountainCar-v0'.*--behaviour random"):
+        behaviour_for("scripted", "MountainCar-v0", env, 0, rng)
+
+
+def test_pretrain_collects_fits_resumes_and_bundles(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    logdir = tmp_path / "run"
+    args = ["pretrain", "--preset", "tiny", "--env", "CartPole-v1", "--data_steps", "600", "--seq_len", "16"]
+    args += ["--logdir", str(logdir), "--checkpoint_every", "5", "--quiet"]
+    assert main([*args, "--updates", "10"]) == 0
+    dataset = json.loads((logdir / "dataset.json").read_text())
+    assert dataset["steps"] >= 600 and dataset["behaviour"] == "mixed"
+    with caplog.at_level("INFO", logger="agents.offline"):
+        assert main([*args, "--updates", "15"]) == 0
+    assert "resumed" in caplog.text and "at update 10" in caplog.text
+    bundle = load_bundle(logdir / "bundle")
+    assert bundle.info["updates"] == 15 and bundle.info["dataset"]["steps"] == dataset["steps"]
+    assert len(bundle.start_states) == dataset["episodes"]
+    assert main([*args, "--updates", "15", "--behaviour", "random"]) == 2  # another dataset: refused
