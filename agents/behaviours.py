@@ -79,11 +79,15 @@ SCRIPTED: dict[str, Callable[[gym.Env], Behaviour]] = {
 
 #: Per-episode probability of a random action in ``mixed`` data (1.0 = a purely random episode).
 MIXED_EPSILONS = (0.0, 0.1, 0.3, 1.0)
+#: Per-step probability that a ``mixed`` episode turns fully random for the rest of the episode, so the
+#: data also shows how things go wrong from the states a good policy reaches (terminations included).
+MIXED_GIVE_UP = 1.0 / 250.0
 
 
 def behaviour_for(kind: str, env_id: str, env: gym.Env, episode: int, rng: np.random.Generator) -> Behaviour:
     """The behaviour of one episode: ``random``, ``scripted`` or ``mixed`` (scripted with a random-action
-    probability cycling through :data:`MIXED_EPSILONS`)."""
+    probability cycling through :data:`MIXED_EPSILONS`, turning fully random for the rest of the episode
+    with probability :data:`MIXED_GIVE_UP` per step)."""
     if kind == "random":
         return lambda obs: env.action_space.sample()
     if env_id not in SCRIPTED:
@@ -97,8 +101,11 @@ def behaviour_for(kind: str, env_id: str, env: gym.Env, episode: int, rng: np.ra
     if kind != "mixed":
         raise ValueError(f"behaviour {kind!r}: choose random, scripted or mixed")
     epsilon = MIXED_EPSILONS[episode % len(MIXED_EPSILONS)]
+    gave_up = False
 
     def act(obs: np.ndarray) -> Any:
-        return env.action_space.sample() if rng.random() < epsilon else scripted(obs)
+        nonlocal gave_up
+        gave_up = gave_up or rng.random() < MIXED_GIVE_UP
+        return env.action_space.sample() if gave_up or rng.random() < epsilon else scripted(obs)
 
     return act
