@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,8 @@ def _unflatten_optimizer(
 def save_checkpoint(
     logdir: str | os.PathLike,
     step: int,
-    modules: dict[str, nn.Module],
-    optimizers: dict[str, torch.optim.Optimizer],
+    modules: Mapping[str, nn.Module],
+    optimizers: Mapping[str, torch.optim.Optimizer],
     state: dict[str, Any],
     extra_tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
@@ -110,8 +111,8 @@ def latest_checkpoint(logdir: str | os.PathLike) -> Path | None:
 
 def load_checkpoint(
     path: str | os.PathLike,
-    modules: dict[str, nn.Module],
-    optimizers: dict[str, torch.optim.Optimizer],
+    modules: Mapping[str, nn.Module],
+    optimizers: Mapping[str, torch.optim.Optimizer],
 ) -> tuple[int, dict[str, Any], dict[str, torch.Tensor]]:
     """Restore modules and optimisers in place; returns ``(step, state, extra_tensors)``."""
     path = Path(path)

@@ -25,8 +25,12 @@ class TrainConfig:
     logdir: str = field(default="runs/default", metadata={"help": "run directory (resumed if it exists)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     precision: str = field(default="auto", metadata={"help": "auto (bf16 on GPU), bf16 or fp32"})
-    seed: int = 0
-    batch_size: int = 16
+    seed: int = field(
+        default=0, metadata={"help": "seed of rank 0; rank r adds 10^7 r (see agents.distributed)"}
+    )
+    batch_size: int = field(
+        default=16, metadata={"help": "global batch: split evenly over the ranks of a torchrun job"}
+    )
     seq_len: int = 50
     train_every: int = field(default=16, metadata={"help": "env steps between training phases"})
     train_steps: int = field(default=1, metadata={"help": "gradient updates per training phase"})
@@ -43,6 +47,13 @@ class TrainConfig:
     )
     eval_every: int = field(default=10_000, metadata={"help": "env steps between policy evaluations"})
     eval_episodes: int = field(default=5, metadata={"help": "episodes per evaluation (policy mode)"})
+    num_envs: int = field(default=1, metadata={"help": "real envs stepped together per process"})
+    vector_env: str = field(
+        default="async", metadata={"help": "with num_envs > 1: async (a process per env) or sync"}
+    )
+    dist_timeout: int = field(
+        default=1800, metadata={"help": "seconds a torchrun rank waits for the others before failing"}
+    )
     model: WorldModelConfig = field(default_factory=WorldModelConfig)
     agent: ActorCriticConfig = field(default_factory=ActorCriticConfig)
 
@@ -57,6 +68,8 @@ class TrainConfig:
             "replay_chunk",
             "log_every",
             "checkpoint_every",
+            "num_envs",
+            "dist_timeout",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -65,6 +78,8 @@ class TrainConfig:
             raise ValueError(f"replay_capacity={self.replay_capacity} is smaller than seq_len={self.seq_len}")
         if self.env_obs not in ("", "pixels", "state"):
             raise ValueError(f"env_obs={self.env_obs!r}: choose 'pixels', 'state' or leave empty")
+        if self.vector_env not in ("async", "sync"):
+            raise ValueError(f"vector_env={self.vector_env!r}: choose 'async' or 'sync'")
 
     # Fields that may change between a run and its resume; anything else must match.
     OPERATIONAL = (
@@ -76,6 +91,9 @@ class TrainConfig:
         "precision",
         "eval_every",
         "eval_episodes",
+        "num_envs",
+        "vector_env",
+        "dist_timeout",
     )
 
 

@@ -4,14 +4,15 @@ sequences, log, checkpoint and resume.
 Layout of a run directory (``--logdir``)::
 
     run.json          the run's TrainConfig (a resume must match it)
-    replay/           the sequence replay, one compressed chunk per file
+    replay/           the sequence replay, one compressed chunk per file (replay/rank{r}/ under torchrun)
     checkpoints/      resumable training state (see agents.checkpoint)
     bundle/           the latest model bundle (config.json, model.safetensors, start_states.safetensors)
     metrics.jsonl     one JSON line per log period; TensorBoard events beside it
     openloop.png      open-loop predictions against real held-out episodes, written at the end
 
 Run the same command again after a crash (even SIGKILL): it resumes from the last checkpoint with the
-replay as it was then; only the work since that checkpoint is lost.
+replay as it was then; only the work since that checkpoint is lost. Under ``torchrun`` the same holds
+for every rank and its replay shard (see :mod:`agents.distributed` for the batch and step rules).
 """
 
 from __future__ import annotations
@@ -31,14 +32,17 @@ from tqdm.auto import tqdm
 
 from wmsim.bundle import encode_start_states, save_bundle
 from wmsim.config import flat_items, from_dict, to_dict
-from wmsim.data import first_step, next_step, random_policy, rollout
+from wmsim.data import random_policy, rollout
 from wmsim.devices import resolve_device
 from wmsim.envs import EnvSpec, describe_spaces, make_env
 from wmsim.evaluate import OpenLoopResult, format_table, open_loop, write_open_loop_figure
 from wmsim.world_model import IOSpec, WorldModel, WorldModelTrainer, batch_to_torch
 
+from . import distributed
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .collect import EnvCollector, VectorEnvCollector, make_vector_env
 from .config import TrainConfig
+from .distributed import Dist, GradientSync
 from .dreamerv2 import ActorCritic, RealEnvPolicy, play_episodes, policy_for_bundle
 from .replay import Replay
 
@@ -110,19 +114,31 @@ class TrainResult:
     last_metrics: dict[str, float]
     open_loop: OpenLoopResult | None
     eval_returns: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+    rank: int = 0
 
 
 class Trainer:
-    """Holds the env, model, replay and counters of one run; :meth:`run` trains to ``config.steps``."""
+    """Holds the env(s), model, replay and counters of one run, or of one rank of a torchrun job;
+    :meth:`run` trains to ``config.steps`` env steps (counted over all ranks).
 
-    def __init__(self, config: TrainConfig, *, progress: bool = True) -> None:
+    Under ``torchrun`` (see :mod:`agents.distributed`) every rank collects with its own envs and seed
+    into its own replay shard (``replay/rank{r}``) and trains on its part of the global batch; the
+    gradients are averaged over the ranks, so the weights stay identical everywhere. Rank 0 logs, shows
+    the progress bar and writes checkpoints (with every rank's counters) and bundles.
+    """
+
+    def __init__(self, config: TrainConfig, *, progress: bool = True, dist: Dist | None = None) -> None:
+        self.dist = dist if dist is not None else distributed.current()
         self.config = config
-        self.progress = progress
+        self.progress = progress and self.dist.is_main
         self.logdir = Path(config.logdir)
-        self.resuming = check_run_dir(self.logdir, config)
-        self.device = resolve_device(config.device)
+        distributed.check_same_config(self.dist, flat_items(config))
+        self.local_batch = distributed.local_batch(config.batch_size, self.dist.world_size)
+        self.resuming = self.dist.on_main(lambda: check_run_dir(self.logdir, config))
+        self.device = self._device()
+        self.seed = self.dist.seed(config.seed)
         self.spec = env_spec_for(config)
-        self.env = make_env(self.spec, seed=config.seed)
+        self.env = make_env(self.spec, seed=self.seed)
         self.io = IOSpec.from_spaces(self.env.observation_space, self.env.action_space)
         torch.manual_seed(config.seed)
         self.model = WorldModel(config.model, self.io).to(self.device)
@@ -131,17 +147,56 @@ class Trainer:
         if config.learn_policy:
             low, high = _action_bounds(self.env.action_space)
             self.agent = ActorCritic(config.agent, self.model, low, high).to(self.device)
+        if self.dist.enabled:
+            torch.manual_seed(self.seed)  # ranks sample different latents and actions
         self.eval_returns: list[tuple[int, float]] = []
-        self.replay = Replay(
-            self.logdir / "replay", config.replay_capacity, chunk_length=config.replay_chunk, seed=config.seed
-        )
+        capacity = max(self.dist.share(config.replay_capacity), config.seq_len)
+        self.replay = Replay(self._replay_dir(), capacity, chunk_length=config.replay_chunk, seed=self.seed)
         self.env_step = 0
         self.updates = 0
-        self.episodes = 0
         self.pretrained = False
         self.start_obs: deque[np.ndarray] = deque(maxlen=config.start_states)
         self.resumed_from: int | None = None
-        self._restore()
+        episodes = self._restore()
+        self.syncs = self._share_modules()
+        self.collector = self._collector(episodes)
+
+    def _device(self) -> torch.device:
+        if self.dist.enabled:
+            return distributed.rank_device(self.config.device, self.dist.local_rank)
+        return resolve_device(self.config.device)
+
+    def _replay_dir(self) -> Path:
+        """``replay/`` for a single process, ``replay/rank{r}`` (the rank's shard) under torchrun."""
+        root = self.logdir / "replay"
+        return root / f"rank{self.dist.rank}" if self.dist.enabled else root
+
+    def _share_modules(self) -> list[GradientSync]:
+        """Under torchrun: start every rank from rank 0's weights and average gradients from now on."""
+        if not self.dist.enabled:
+            return []
+        modules, _ = self._modules()
+        for module in modules.values():
+            self.dist.broadcast_module(module)
+        return [GradientSync(module.parameters(), self.dist) for module in modules.values()]
+
+    def _collector(self, episodes: int) -> EnvCollector | VectorEnvCollector:
+        c = self.config
+        if c.num_envs == 1:
+            return EnvCollector(self.env, self.io, self.replay, self.start_obs, self.seed, episodes)
+        envs = make_vector_env(self.spec, c.num_envs, self.seed, asynchronous=c.vector_env == "async")
+        return VectorEnvCollector(envs, self.io, self.replay, self.start_obs, self.seed, episodes)
+
+    @property
+    def episodes(self) -> int:
+        """This rank's episode counter: an episode is reset with seed ``seed + episodes``."""
+        return self.collector.episodes
+
+    def close(self) -> None:
+        self.collector.close()
+        self.env.close()
+        for sync in self.syncs:
+            sync.close()
 
     # ------------------------------------------------------------------ checkpoints
     def _modules(self) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -152,7 +207,8 @@ class Trainer:
             optimizers.update(actor=self.agent.actor_opt, critic=self.agent.critic_opt)
         return modules, optimizers
 
-    def _restore(self) -> None:
+    def _restore(self) -> int:
+        """Load the latest checkpoint, if any, with this rank's replay shard; returns the episode count."""
         path = latest_checkpoint(self.logdir)
         if path is None:
             if self.replay.total_steps:
@@ -162,15 +218,16 @@ class Trainer:
                     self.replay.total_steps,
                 )
                 self.replay.truncate(0)
-            return
+            return 0
         modules, optimizers = self._modules()
         step, state, extra = load_checkpoint(path, modules, optimizers)
+        mine = _rank_state(path, state, extra, self.dist)
         self.env_step, self.updates = step, int(state["updates"])
-        self.episodes, self.pretrained = int(state["episodes"]), bool(state["pretrained"])
+        self.pretrained = bool(state["pretrained"])
         self.eval_returns = [(int(a), float(b)) for a, b in state.get("eval_returns", [])]
-        self.replay.truncate(int(state["replay_total"]))
-        self.replay.load_state_dict(state["replay"])
-        torch.set_rng_state(extra["torch_rng"].to(torch.uint8))
+        self.replay.truncate(int(mine["replay_total"]))
+        self.replay.load_state_dict(mine["replay"])
+        torch.set_rng_state(mine["torch_rng"].to(torch.uint8))
         if "start_obs" in extra:
             self.start_obs.extend(extra["start_obs"].numpy())
         self.resumed_from = step
@@ -181,19 +238,36 @@ class Trainer:
             self.updates,
             len(self.replay),
         )
+        return int(mine["episodes"])
 
     def checkpoint(self) -> None:
-        """Flush the replay, then write the training state and the model bundle."""
+        """Flush the replay (each rank its shard), then rank 0 writes the training state of every rank
+        and the model bundle while the other ranks wait."""
         self.replay.flush()
-        state = {
-            "updates": self.updates,
+        mine = {
             "episodes": self.episodes,
-            "pretrained": self.pretrained,
             "replay_total": self.replay.total_steps,
             "replay": self.replay.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        ranks = self.dist.gather(mine)
+        self.dist.on_main(lambda: self._write_checkpoint(ranks))
+
+    def _write_checkpoint(self, ranks: list[dict[str, Any]]) -> None:
+        first = ranks[0]
+        state: dict[str, Any] = {
+            "updates": self.updates,
+            "episodes": first["episodes"],
+            "pretrained": self.pretrained,
+            "replay_total": first["replay_total"],
+            "replay": first["replay"],
             "eval_returns": self.eval_returns,
         }
-        extra = {"torch_rng": torch.get_rng_state()}
+        extra = {"torch_rng": first["torch_rng"]}
+        if self.dist.enabled:
+            state["world_size"] = self.dist.world_size
+            state["ranks"] = [{k: r[k] for k in ("episodes", "replay_total", "replay")} for r in ranks]
+            extra.update({f"torch_rng_rank{i}": r["torch_rng"] for i, r in enumerate(ranks) if i})
         if self.start_obs:
             extra["start_obs"] = torch.as_tensor(np.stack(list(self.start_obs)))
         modules, optimizers = self._modules()
@@ -217,15 +291,26 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ the loop
-    def _reset_env(self) -> np.ndarray:
-        obs, _ = self.env.reset(seed=self.config.seed + self.episodes)
-        self.replay.add(first_step(obs, self.io))
-        self.start_obs.append(obs)
-        return obs
+    def _ready(self) -> bool:
+        """Whether every rank's replay holds its share of the prefill and a whole training sequence."""
+        c = self.config
+        local = self.replay.total_steps >= self.dist.share(c.prefill) and len(self.replay) >= c.seq_len
+        return self.dist.all_true(local)
+
+    def _train_if_due(self, before: int, metrics: list[dict[str, torch.Tensor]]) -> None:
+        """The pretraining updates once the replay is ready, then ``train_steps`` updates for every
+        multiple of ``train_every`` env steps passed since ``before``."""
+        c = self.config
+        if not self.pretrained and self._ready():
+            self._train_phase(c.pretrain, metrics)
+            self.pretrained = True
+        phases = self.env_step // c.train_every - before // c.train_every
+        if self.pretrained and phases > 0:
+            self._train_phase(c.train_steps * phases, metrics)
 
     def _train_phase(self, updates: int, metrics: list[dict[str, torch.Tensor]]) -> None:
         for _ in range(updates):
-            batch = self.replay.sample(self.config.batch_size, self.config.seq_len)
+            batch = self.replay.sample(self.local_batch, self.config.seq_len)
             posts, step_metrics = self.trainer.train_step(batch_to_torch(batch, self.device))
             if self.agent is not None:
                 step_metrics.update(self.agent.train_step(self.model, posts))
@@ -234,10 +319,8 @@ class Trainer:
 
     def run(self) -> TrainResult:
         c = self.config
-        self.env.action_space.seed(c.seed + self.env_step)
-        random_actions = random_policy(self.env.action_space)
-        agent_policy = self._real_policy(mode=False)
-        logger = MetricsLogger(self.logdir)
+        self.collector.begin(self.seed + self.env_step, self.agent, self.model)
+        logger = MetricsLogger(self.logdir) if self.dist.is_main else None
         pending: list[dict[str, torch.Tensor]] = []
         last: dict[str, float] = {}
         bar = tqdm(
@@ -250,52 +333,38 @@ class Trainer:
         )
         tick_time, tick_step, tick_updates = time.perf_counter(), self.env_step, self.updates
         postfix: dict[str, str] = {}
-        obs = self._reset_env()
         try:
             while self.env_step < c.steps:
-                if agent_policy is not None and self.pretrained:
-                    action = agent_policy.act(obs)
-                else:
-                    action = random_actions(obs)
-                obs, reward, terminated, truncated, _ = self.env.step(action)
-                self.env_step += 1
-                self.replay.add(next_step(obs, action, float(reward), terminated, truncated, self.io))
-                if terminated or truncated:
-                    self.episodes += 1
-                    obs = self._reset_env()
-                    if agent_policy is not None:
-                        agent_policy.reset()
-                ready = self.replay.total_steps >= c.prefill and len(self.replay) >= c.seq_len
-                if ready and not self.pretrained:
-                    self._train_phase(c.pretrain, pending)
-                    self.pretrained = True
-                if ready and self.env_step % c.train_every == 0:
-                    self._train_phase(c.train_steps, pending)
-                bar.update(1)
-                if agent_policy is not None and (
-                    self.env_step % c.eval_every == 0 or self.env_step == c.steps
-                ):
+                before = self.env_step
+                self.env_step += self.collector.step(use_agent=self.pretrained) * self.dist.world_size
+                self._train_if_due(before, pending)
+                bar.update(self.env_step - before)
+                end = self.env_step >= c.steps
+                if self.agent is not None and (_crossed(before, self.env_step, c.eval_every) or end):
                     pending_eval = self.evaluate_policy()
-                    logger.write(self.env_step, {"eval_return": pending_eval})
+                    if logger is not None:
+                        logger.write(self.env_step, {"eval_return": pending_eval})
                     postfix["eval_return"] = f"{pending_eval:.1f}"
                     bar.set_postfix(postfix, refresh=False)
-                if self.env_step % c.log_every == 0 or self.env_step == c.steps:
+                if _crossed(before, self.env_step, c.log_every) or end:
                     now = time.perf_counter()
                     last = self._summarise(
                         pending, now - tick_time, self.env_step - tick_step, self.updates - tick_updates
                     )
-                    logger.write(self.env_step, last)
+                    if logger is not None:
+                        logger.write(self.env_step, last)
                     postfix.update(
                         {k: f"{last[k]:.3g}" for k in ("model_loss", "env_sps", "updates_ps") if k in last}
                     )
                     bar.set_postfix(postfix, refresh=False)
                     pending = []
                     tick_time, tick_step, tick_updates = now, self.env_step, self.updates
-                if self.env_step % c.checkpoint_every == 0 or self.env_step == c.steps:
+                if _crossed(before, self.env_step, c.checkpoint_every) or end:
                     self.checkpoint()
         finally:
             bar.close()
-            logger.close()
+            if logger is not None:
+                logger.close()
         return TrainResult(
             self.env_step,
             self.updates,
@@ -305,6 +374,7 @@ class Trainer:
             last,
             None,
             list(self.eval_returns),
+            rank=self.dist.rank,
         )
 
     def _real_policy(self, mode: bool) -> RealEnvPolicy | None:
@@ -315,29 +385,53 @@ class Trainer:
         )
 
     def evaluate_policy(self) -> float:
-        """Mean real return of the policy's mode over ``eval_episodes`` (seeds 10**6 + i)."""
+        """Mean real return of the policy's mode over ``eval_episodes`` (seeds 10**6 + i); under
+        torchrun the episodes are shared out over the ranks."""
         policy = self._real_policy(mode=True)
         assert policy is not None
         env = make_env(self.spec, seed=10**6)
-        returns = play_episodes(env, policy, self.config.eval_episodes, seed=10**6)
+        mine = range(self.dist.rank, self.config.eval_episodes, self.dist.world_size)
+        returns = [play_episodes(env, policy, 1, seed=10**6 + i)[0] for i in mine]
         env.close()
-        mean = float(np.mean(returns))
+        mean = float(np.mean([r for part in self.dist.gather(returns) for r in part]))
         self.eval_returns.append((self.env_step, mean))
         return mean
 
     def _summarise(
         self, pending: list[dict[str, torch.Tensor]], seconds: float, steps: int, updates: int
     ) -> dict[str, float]:
+        """The period's metrics averaged over its updates (and over the ranks), and throughput."""
         out: dict[str, float] = {}
         if pending:
             keys = pending[0].keys()
             stacked = torch.stack([torch.stack([m[k].float() for k in keys]) for m in pending]).mean(0)
-            out.update(zip(keys, stacked.tolist(), strict=True))
+            out.update(zip(keys, self.dist.mean(stacked).tolist(), strict=True))
         out["env_sps"] = steps / max(seconds, 1e-9)
         out["updates_ps"] = updates / max(seconds, 1e-9)
         out["updates"] = float(self.updates)
-        out["replay_steps"] = float(len(self.replay))
+        out["replay_steps"] = self.dist.sum(float(len(self.replay)))
         return out
+
+
+def _crossed(before: int, after: int, every: int) -> bool:
+    """Whether a multiple of ``every`` lies in ``(before, after]``."""
+    return after // every > before // every
+
+
+def _rank_state(path: Path, state: dict[str, Any], extra: dict[str, Any], dist: Dist) -> dict[str, Any]:
+    """This rank's counters, replay state and RNG in a checkpoint (checking the number of ranks)."""
+    world = int(state.get("world_size", 1))
+    if world != dist.world_size:
+        launch = "one process" if world == 1 else f"torchrun --nproc_per_node ... ({world} ranks in all)"
+        raise distributed.DistributedError(
+            f"checkpoint {path} was written by a run of {world} rank(s), this launch has"
+            f" {dist.world_size}: resume it with {launch}, or start a new --logdir"
+        )
+    if world == 1:
+        keys = ("episodes", "replay_total", "replay")
+        return {**{k: state[k] for k in keys}, "torch_rng": extra["torch_rng"]}
+    rng = extra[f"torch_rng_rank{dist.rank}" if dist.rank else "torch_rng"]
+    return {**state["ranks"][dist.rank], "torch_rng": rng}
 
 
 def _action_bounds(space: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -376,15 +470,22 @@ def evaluate_model(
 
 def train(config: TrainConfig, *, progress: bool = True, evaluate: bool = True) -> TrainResult:
     """Train (or resume) a run to ``config.steps`` env steps; then evaluate the bundle open loop on
-    held-out episodes, write ``openloop.png`` and ``openloop.json`` and print a summary table."""
-    trainer = Trainer(config, progress=progress)
-    result = trainer.run()
-    if evaluate:
+    held-out episodes, write ``openloop.png`` and ``openloop.json`` and print a summary table.
+
+    Launched by ``torchrun``, every process calls this: they train data-parallel (see
+    :mod:`agents.distributed`) and rank 0 alone evaluates at the end.
+    """
+    with distributed.launch(config.device, config.dist_timeout) as dist:
+        trainer = Trainer(config, progress=progress, dist=dist)
+        try:
+            result = trainer.run()
+        finally:
+            trainer.close()
+    if evaluate and dist.is_main:
         result.open_loop = evaluate_model(
             trainer.model, trainer.spec, figure=trainer.logdir / "openloop.png", episodes=5, horizon=50
         )
         (trainer.logdir / "openloop.json").write_text(result.open_loop.to_json())
         if progress:
             print(format_table(result.open_loop))
-    trainer.env.close()
     return result
