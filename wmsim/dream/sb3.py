@@ -16,22 +16,28 @@ import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from ..bundle import Bundle
-from .vector_env import DreamVectorEnv
+from .factory import make_dream_vector_env
 
 
 class DreamSB3VecEnv(VecEnv):
     """``num_envs`` dreams of ``model`` for SB3 algorithms (PPO, A2C, SAC, ...).
 
-    Keyword arguments are those of :class:`DreamVectorEnv` (``device``, ``obs_mode``, ``dtype``,
+    Keyword arguments are those of :class:`~wmsim.dream.DreamVectorEnv` (``device``, ``obs_mode``, ``dtype``,
     ``time_limit``, ``termination``, ``seed``). ``obs_mode="pixels"`` on an image model gives
     ``(64, 64, C)`` uint8 observations for ``CnnPolicy`` (SB3 transposes them itself).
+    ``backend="onnxruntime"`` steps the bundle's exported ONNX graphs instead
+    (:class:`~wmsim.dream.ort_env.OrtDreamVectorEnv`; run ``wmsim export-onnx BUNDLE_DIR`` first).
     """
 
-    def __init__(self, model: Bundle | str | os.PathLike, num_envs: int = 16, **kwargs: Any) -> None:
+    def __init__(
+        self, model: Bundle | str | os.PathLike, num_envs: int = 16, *, backend: str = "torch", **kwargs: Any
+    ) -> None:
         if kwargs.get("obs_mode") == "dict":
             raise ValueError("obs_mode='dict' is not offered for SB3: use 'latent' or 'pixels'")
         kwargs.pop("autoreset", None)
-        self.dream = DreamVectorEnv(model, num_envs, autoreset="same_step", **kwargs)
+        self.dream: Any = make_dream_vector_env(
+            model, num_envs, backend=backend, autoreset="same_step", **kwargs
+        )
         super().__init__(num_envs, self.dream.single_observation_space, self.dream.single_action_space)
         self._actions: np.ndarray | None = None
         self._seed: int | None = kwargs.get("seed")

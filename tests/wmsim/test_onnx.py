@@ -1,0 +1,560 @@
+"""ONNX export and the onnxruntime dream backend: parity with torch on the same noise, the dream
+contracts on onnxruntime, the torch-free path in a subprocess, and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import onnx
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+from gymnasium.vector import AutoresetMode
+
+import wmsim
+from wmsim.bundle import Bundle, BundleError, load_bundle, save_bundle
+from wmsim.dream import DreamEnv, DreamVectorEnv, LatentObservation
+from wmsim.dream.ort_env import OrtDreamEnv, OrtDreamVectorEnv, OrtLatentObservation, OrtModel
+from wmsim.dream.sb3 import DreamSB3VecEnv
+from wmsim.envs import make_env
+from wmsim.onnx_export import export_onnx
+from wmsim.onnx_format import RECORD_FILE, OnnxGraphError
+from wmsim.rssm import State
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:.*Box observation space (minimum|maximum) value.*",
+    "ignore:.*Not able to test alternative render modes.*",
+    "ignore:.*we recommend using a symmetric and normalized space.*",
+)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _copy(bundle: Bundle, folder: Path) -> Path:
+    assert bundle.path is not None
+    shutil.copytree(bundle.path, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def exported(
+    tmp_path_factory: pytest.TempPathFactory,
+    cartpole_bundle: Bundle,
+    pendulum_bundle: Bundle,
+    pong_bundle: Bundle,
+) -> dict[str, Path]:
+    """Copies of the tiny test bundles with their graphs exported into them."""
+    root = tmp_path_factory.mktemp("onnx")
+    folders = {}
+    for name, bundle in (("cartpole", cartpole_bundle), ("pendulum", pendulum_bundle), ("pong", pong_bundle)):
+        folders[name] = export_onnx_copy(bundle, root / name)
+    return folders
+
+
+def export_onnx_copy(bundle: Bundle, folder: Path) -> Path:
+    path = _copy(bundle, folder)
+    export_onnx(path)
+    return path
+
+
+def _feat(state: State) -> np.ndarray:
+    return state.feat.detach().numpy()
+
+
+def _classes(feat: np.ndarray, bundle: Bundle) -> np.ndarray:
+    rssm = bundle.model.config.rssm
+    return feat[:, rssm.deter :].reshape(len(feat), rssm.stoch, rssm.classes).argmax(-1)
+
+
+# ---------------------------------------------------------------------------------------------- parity
+@pytest.mark.parametrize("which", ["cartpole", "pendulum"])
+def test_transition_graph_follows_torch_for_100_steps(
+    which: str, exported: dict[str, Path], request: pytest.FixtureRequest
+) -> None:
+    bundle: Bundle = request.getfixturevalue(f"{which}_bundle")
+    model, rssm = bundle.model, bundle.model.config.rssm
+    ort = OrtModel(exported[which], device="cpu")
+    rng = np.random.default_rng(0)
+    batch = 16
+    index = rng.integers(len(bundle.start_states), size=batch)
+    state = bundle.start_states.state(torch.as_tensor(index), rssm.classes)
+    feat = ort.bank[index]
+    np.testing.assert_array_equal(feat, _feat(state))  # the same start states
+    space = ort.action_space
+    terminations = 0
+    for _ in range(100):
+        if model.io.discrete:
+            action = rng.integers(0, model.io.action_size, batch)
+        else:
+            assert isinstance(space, gym.spaces.Box)
+            action = rng.uniform(space.low, space.high, (batch, *space.shape)).astype(np.float32)
+        vectors = ort.action_vectors(action)
+        noise = rng.random((batch, rssm.stoch, rssm.classes), dtype=np.float32)
+        with torch.no_grad():
+            state, reward, cont = model.step(state, torch.as_tensor(vectors), noise=torch.as_tensor(noise))
+        feat, ort_reward, ort_cont = ort.run("transition", {"feat": feat, "action": vectors, "noise": noise})
+        assert np.abs(feat - _feat(state)).max() <= 1e-4
+        np.testing.assert_array_equal(_classes(feat, bundle), _classes(_feat(state), bundle))
+        np.testing.assert_array_equal(ort_cont < 0.5, cont.numpy() < 0.5)  # termination flags
+        assert np.abs(ort_reward - reward.numpy()).max() <= 1e-4
+        assert np.abs(ort_cont - cont.numpy()).max() <= 1e-4
+        terminations += int((ort_cont < 0.5).sum())
+    assert 0 < terminations < 100 * batch  # both outcomes occurred, so the flags were really compared
+
+
+@pytest.mark.parametrize("which", ["cartpole", "pong"])
+def test_decoder_graph_matches_torch(
+    which: str, exported: dict[str, Path], request: pytest.FixtureRequest
+) -> None:
+    bundle: Bundle = request.getfixturevalue(f"{which}_bundle")
+    ort = OrtModel(exported[which], device="cpu")
+    feat = np.concatenate(
+        [ort.bank, np.random.default_rng(1).uniform(-1, 1, ort.bank.shape).astype(np.float32)]
+    )
+    got = ort.run("decoder", {"feat": feat})[0]
+    with torch.no_grad():
+        want = bundle.model.obs_from_output(bundle.model.decode(torch.as_tensor(feat))).numpy()
+    assert got.dtype == want.dtype and got.shape == want.shape == (len(feat), *bundle.model.io.obs_shape)
+    if bundle.model.io.image:  # uint8 frames: at most one rounding step apart, nearly all equal
+        difference = np.abs(got.astype(int) - want.astype(int))
+        assert difference.max() <= 1 and (difference == 0).mean() > 0.999
+    else:
+        assert np.abs(got - want).max() <= 1e-4
+
+
+@pytest.mark.parametrize("which", ["cartpole", "pong"])
+def test_posterior_graph_matches_torch(
+    which: str, exported: dict[str, Path], request: pytest.FixtureRequest
+) -> None:
+    bundle: Bundle = request.getfixturevalue(f"{which}_bundle")
+    model, rssm = bundle.model, bundle.model.config.rssm
+    ort = OrtModel(exported[which], device="cpu")
+    rng = np.random.default_rng(2)
+    batch = 12
+    index = rng.integers(len(bundle.start_states), size=batch)
+    prev = bundle.start_states.state(torch.as_tensor(index), rssm.classes)
+    action = ort.action_vectors(
+        rng.integers(0, model.io.action_size, batch)
+        if model.io.discrete
+        else rng.uniform(-1, 1, (batch, model.io.action_size)).astype(np.float32)
+    )
+    is_first = np.arange(batch) % 3 == 0
+    obs = bundle.start_states.obs[torch.as_tensor(rng.integers(len(bundle.start_states), size=batch))].numpy()
+    noise = rng.random((batch, rssm.stoch, rssm.classes), dtype=np.float32)
+    got = ort.run(
+        "posterior",
+        {"feat": _feat(prev), "action": action, "is_first": is_first, "obs": obs, "noise": noise},
+    )[0]
+    with torch.no_grad():
+        post, _ = model.rssm.obs_step(
+            prev,
+            torch.as_tensor(action),
+            model.encode(torch.as_tensor(obs)),
+            torch.as_tensor(is_first),
+            noise=(torch.rand(batch, rssm.stoch, rssm.classes), torch.as_tensor(noise)),
+        )
+    assert np.abs(got - _feat(post)).max() <= 1e-4
+    np.testing.assert_array_equal(_classes(got, bundle), _classes(_feat(post), bundle))
+
+
+def test_reset_from_real_frames_matches_the_latent_wrappers(
+    exported: dict[str, Path], cartpole_bundle: Bundle
+) -> None:
+    frame, _ = make_env(cartpole_bundle.env_spec).reset(seed=5)
+    env = OrtDreamEnv(exported["cartpole"], obs_mode="dict", seed=0)
+    obs, _ = env.reset(seed=0, options={"observation": frame})
+    d = cartpole_bundle.model.config.rssm.deter
+    ort_latent, _ = OrtLatentObservation(
+        make_env(cartpole_bundle.env_spec), exported["cartpole"], seed=0
+    ).reset(seed=5)
+    torch_latent, _ = LatentObservation(make_env(cartpole_bundle.env_spec), cartpole_bundle, seed=0).reset(
+        seed=5
+    )
+    np.testing.assert_allclose(obs["latent"][:d], ort_latent[:d], atol=1e-6)  # the same posterior deter
+    np.testing.assert_allclose(ort_latent[:d], torch_latent[:d], atol=1e-4)
+    wrapped = OrtLatentObservation(make_env(cartpole_bundle.env_spec), exported["cartpole"], seed=0)
+    latent, _ = wrapped.reset(seed=1)
+    for _ in range(5):
+        latent, *_ = wrapped.step(wrapped.action_space.sample())
+        assert wrapped.observation_space.contains(latent)
+
+
+# ---------------------------------------------------------------------------------------------- contracts
+@pytest.mark.parametrize("obs_mode", ["latent", "pixels", "dict"])
+@pytest.mark.parametrize("which", ["cartpole", "pendulum"])
+def test_single_env_passes_the_gymnasium_checker_with_torch_spaces(
+    which: str, obs_mode: str, exported: dict[str, Path], request: pytest.FixtureRequest
+) -> None:
+    env = OrtDreamEnv(exported[which], obs_mode=obs_mode, seed=0)
+    check_env(env, skip_render_check=True)
+    reference = DreamEnv(request.getfixturevalue(f"{which}_bundle"), obs_mode=obs_mode, seed=0)
+    assert env.observation_space == reference.observation_space
+    assert env.action_space == reference.action_space
+    assert env.metadata == reference.metadata
+
+
+def test_pixel_dream_of_an_image_model_renders_frames(exported: dict[str, Path], pong_bundle: Bundle) -> None:
+    env = OrtDreamEnv(exported["pong"], obs_mode="pixels", render_mode="rgb_array", seed=0)
+    assert env.observation_space == make_env(pong_bundle.env_spec).observation_space
+    obs, _ = env.reset(seed=0)
+    assert obs.dtype == np.uint8 and obs.shape == (64, 64, 1)
+    frame = env.render()
+    assert frame is not None and frame.shape == (64, 64, 3) and frame.dtype == np.uint8
+    check_env(env)
+    vector = OrtDreamVectorEnv(exported["cartpole"], 3, render_mode="rgb_array", seed=0)
+    vector.reset(seed=0)
+    frames = vector.render()
+    torch_frames = DreamVectorEnv(str(exported["cartpole"]), 3, render_mode="rgb_array", seed=0)
+    torch_frames.reset(seed=0)
+    reference = torch_frames.render()
+    assert frames is not None and reference is not None
+    assert [f.shape for f in frames] == [f.shape for f in reference] and frames[0].dtype == np.uint8
+
+
+def test_seeding_is_reproducible(exported: dict[str, Path]) -> None:
+    def rollout(env: OrtDreamVectorEnv, seed: int) -> list[np.ndarray]:
+        obs, _ = env.reset(seed=seed)
+        out = [obs]
+        rng = np.random.default_rng(seed)
+        for _ in range(20):
+            obs, reward, terminated, truncated, _ = env.step(rng.integers(0, 2, env.num_envs))
+            out += [obs, reward, terminated, truncated]
+        return out
+
+    def make(seed: int | None = None) -> OrtDreamVectorEnv:
+        return OrtDreamVectorEnv(exported["cartpole"], 8, termination="sample", time_limit=7, seed=seed)
+
+    first = rollout(make(), 3)
+    for again in (rollout(make(), 3), rollout(make(99), 3)):  # reset(seed) decides, not the constructor's
+        for a, b in zip(first, again, strict=True):
+            np.testing.assert_array_equal(a, b)
+    other = rollout(make(), 4)
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+    # seed= at construction seeds the first unseeded reset
+    np.testing.assert_array_equal(make(5).reset()[0], make(5).reset()[0])
+
+
+@pytest.mark.parametrize("autoreset", ["next_step", "same_step", "disabled"])
+def test_metadata_and_spaces_match_the_torch_backend(
+    autoreset: str, exported: dict[str, Path], cartpole_bundle: Bundle
+) -> None:
+    ort = OrtDreamVectorEnv(exported["cartpole"], 5, obs_mode="dict", autoreset=autoreset)
+    ref = DreamVectorEnv(cartpole_bundle, 5, obs_mode="dict", autoreset=autoreset)
+    modes = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}
+    assert ort.metadata == ref.metadata
+    assert ort.metadata["autoreset_mode"] == modes.get(autoreset, AutoresetMode.DISABLED)
+    assert ort.observation_space == ref.observation_space and ort.action_space == ref.action_space
+    assert ort.single_observation_space == ref.single_observation_space
+    assert ort.time_limit == ref.time_limit == cartpole_bundle.env_spec.time_limit
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_next_step_autoreset_keeps_gymnasium_contract(seed: int, exported: dict[str, Path]) -> None:
+    num_envs, limit = 11, 1 + seed
+    vec = OrtDreamVectorEnv(exported["cartpole"], num_envs, obs_mode="dict", time_limit=limit, seed=seed)
+    bank = {tuple(row) for row in vec.model.bank}
+    rng = np.random.default_rng(seed)
+    obs, _ = vec.reset(seed=seed)
+    ended = np.zeros(num_envs, bool)
+    elapsed = np.zeros(num_envs, int)
+    for _ in range(12):
+        obs, reward, terminated, truncated, info = vec.step(rng.integers(0, 2, num_envs))
+        assert info == {}
+        assert vec.observation_space.contains(obs)
+        assert reward.dtype == np.float64 and terminated.dtype == bool and truncated.dtype == bool
+        assert (reward[ended] == 0).all() and not terminated[ended].any() and not truncated[ended].any()
+        for i in np.flatnonzero(ended):
+            assert tuple(obs["latent"][i]) in bank
+        elapsed = np.where(ended, 0, elapsed + 1)
+        assert (truncated == ((elapsed >= limit) & ~terminated)).all()
+        assert not (terminated & truncated).any()
+        ended = terminated | truncated
+
+
+def test_same_step_autoreset_reports_final_observations(exported: dict[str, Path]) -> None:
+    vec = OrtDreamVectorEnv(exported["pendulum"], 16, autoreset="same_step", time_limit=2, seed=0)
+    bank = {tuple(row) for row in vec.model.bank}
+    vec.reset(seed=0)
+    elapsed = np.zeros(16, int)
+    for _ in range(4):
+        obs, _, terminated, truncated, info = vec.step(np.zeros((16, 1), np.float32))
+        elapsed += 1
+        done = terminated | truncated
+        assert (truncated == ((elapsed >= 2) & ~terminated)).all()
+        np.testing.assert_array_equal(info.get("_final_obs", np.zeros(16, bool)), done)
+        for i in np.flatnonzero(done):
+            assert vec.single_observation_space.contains(info["final_obs"][i])
+            assert tuple(obs[i]) in bank
+        elapsed[done] = 0
+
+
+def test_reset_mask_resets_only_those_envs(exported: dict[str, Path]) -> None:
+    vec = OrtDreamVectorEnv(exported["cartpole"], 4, autoreset="disabled", seed=0)
+    vec.reset(seed=0)
+    obs, *_ = vec.step(np.array([0, 1, 0, 1]))
+    again, _ = vec.reset(options={"reset_mask": np.array([True, False, False, True])})
+    np.testing.assert_array_equal(again[1:3], obs[1:3])
+    assert {tuple(again[0]), tuple(again[3])} <= {tuple(row) for row in vec.model.bank}
+
+
+def test_gym_make_and_make_vec_select_the_backend(exported: dict[str, Path]) -> None:
+    env_id = wmsim.register_dream(
+        "OnnxCartPole", str(exported["cartpole"]), backend="onnxruntime", device="cpu"
+    )
+    single = gym.make(env_id, obs_mode="pixels")
+    assert isinstance(single.unwrapped, OrtDreamEnv) and single.observation_space.shape == (4,)
+    single.reset(seed=0)
+    single.step(1)
+    vec = gym.make_vec(env_id, num_envs=32, seed=3)
+    assert isinstance(vec, OrtDreamVectorEnv) and vec.num_envs == 32
+    assert vec.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+    vec.reset(seed=0)
+    vec.step(vec.action_space.sample())
+    torch_id = wmsim.register_dream("OnnxCartPoleTorch", str(exported["cartpole"]), device="cpu")
+    assert isinstance(gym.make_vec(torch_id, num_envs=2), DreamVectorEnv)
+    assert isinstance(gym.make_vec(torch_id, num_envs=2, backend="onnxruntime"), OrtDreamVectorEnv)
+    with pytest.raises(ValueError, match="backend='jax': choose one of"):
+        gym.make_vec(torch_id, num_envs=2, backend="jax")
+
+
+def test_sb3_vec_env_on_onnxruntime(exported: dict[str, Path]) -> None:
+    venv = DreamSB3VecEnv(exported["pendulum"], 8, backend="onnxruntime", time_limit=3, seed=0, device="cpu")
+    assert isinstance(venv.dream, OrtDreamVectorEnv)
+    obs = venv.reset()
+    assert obs.shape == (8, venv.dream.model.dims.feat_size)
+    bank = {tuple(row) for row in venv.dream.model.bank}
+    elapsed = np.zeros(8, int)
+    for _ in range(7):
+        venv.step_async(np.zeros((8, 1), np.float32))
+        obs, rewards, dones, infos = venv.step_wait()
+        elapsed += 1
+        assert rewards.dtype == np.float32 and dones.dtype == bool
+        assert dones[elapsed >= 3].all()  # the time limit always ends the episode
+        for i, (info, done) in enumerate(zip(infos, dones, strict=True)):
+            assert done == ("terminal_observation" in info)
+            if done:
+                assert venv.observation_space.contains(info["terminal_observation"])
+                assert tuple(obs[i]) in bank  # SB3: the returned obs already starts the next episode
+        elapsed[dones] = 0
+
+
+def test_onnxruntime_bench_rows(exported: dict[str, Path]) -> None:
+    from wmsim.dream.bench import format_markdown, run_bench_dream
+
+    bundle = load_bundle(exported["cartpole"])
+    result = run_bench_dream(
+        model=bundle,
+        env_id="CartPole-v1",
+        num_envs=(1, 4),
+        obs_modes=("latent",),
+        device="cpu",
+        min_seconds=0.01,
+        real_envs=0,
+        backends=("torch", "onnxruntime"),
+    )
+    assert [(r["backend"], r["num_envs"]) for r in result["rows"]] == [
+        ("torch", 1),
+        ("onnxruntime", 1),
+        ("torch", 4),
+        ("onnxruntime", 4),
+    ]
+    assert all(r["steps_per_s"] > 0 for r in result["rows"]) and "onnxruntime" in format_markdown(result)
+
+
+# ---------------------------------------------------------------------------------------------- torch-free
+def test_the_onnxruntime_backend_runs_where_torch_cannot_be_imported(exported: dict[str, Path]) -> None:
+    code = f"""
+import sys
+
+class BlockTorch:
+    attempts = []
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            BlockTorch.attempts.append(name)
+            raise ImportError("torch is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, BlockTorch())
+import warnings
+warnings.simplefilter("ignore")
+import gymnasium as gym
+import numpy as np
+from gymnasium.utils.env_checker import check_env
+import wmsim
+
+env_id = wmsim.register_dream("TorchFree", {str(exported["cartpole"])!r}, backend="onnxruntime")
+for mode in ("latent", "pixels", "dict"):
+    check_env(gym.make(env_id, obs_mode=mode).unwrapped, skip_render_check=True)
+vec = gym.make_vec(env_id, num_envs=8, seed=0, autoreset="same_step", time_limit=3, obs_mode="dict")
+obs, _ = vec.reset(seed=0)
+ended = 0
+for _ in range(7):
+    obs, reward, terminated, truncated, info = vec.step(vec.action_space.sample())
+    ended += int(truncated.sum())
+assert obs["latent"].shape == (8, 48) and ended > 0 and "final_obs" in info
+attempts = list(BlockTorch.attempts)
+assert not [m for m in sys.modules if m == "torch" or m.startswith("torch.")], "torch got imported"
+try:
+    import torch  # noqa: F401
+except ImportError:
+    pass
+else:
+    raise SystemExit("torch was importable")
+print("torch-free OK", type(vec).__name__, attempts)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "torch-free OK OrtDreamVectorEnv []" in result.stdout  # nothing even tried to import torch
+
+
+# ---------------------------------------------------------------------------------------------- records
+def test_export_records_the_graphs_in_config_json(exported: dict[str, Path], cartpole_bundle: Bundle) -> None:
+    path = exported["cartpole"]
+    config = json.loads((path / "config.json").read_text())
+    record = config["onnx"]
+    assert record["opset"] == 17 and set(record["graphs"]) == {"transition", "posterior", "decoder"}
+    transition = record["graphs"]["transition"]
+    assert transition["file"] == "onnx/transition.onnx"
+    assert [(t["name"], t["shape"]) for t in transition["inputs"]] == [
+        ("feat", ["batch", 48]),
+        ("action", ["batch", 2]),
+        ("noise", ["batch", 4, 4]),
+    ]
+    assert [t["name"] for t in transition["outputs"]] == ["next_feat", "reward", "cont"]
+    for entry in record["graphs"].values():
+        onnx.checker.check_model(str(path / entry["file"]), full_check=True)
+        proto = onnx.load(str(path / entry["file"]))
+        assert proto.opset_import[0].version == 17
+        assert entry["max_abs_error"] <= 1e-4
+    assert record["source"]["model.safetensors"] == config["checksums"]["model.safetensors"]
+    reloaded = load_bundle(path)  # the strict loader still reads the bundle
+    assert reloaded.model.config == cartpole_bundle.model.config
+    assert oct((path / "config.json").stat().st_mode & 0o777) == "0o644"
+
+
+def test_export_to_another_folder_leaves_the_bundle_alone(tmp_path: Path, cartpole_bundle: Bundle) -> None:
+    path = _copy(cartpole_bundle, tmp_path / "bundle")
+    before = (path / "config.json").read_bytes()
+    export_onnx(path, tmp_path / "graphs")
+    assert (path / "config.json").read_bytes() == before
+    assert (tmp_path / "graphs" / RECORD_FILE).is_file()
+    with pytest.raises(OnnxGraphError, match=f"no ONNX graphs .*run `wmsim export-onnx {path}`"):
+        OrtDreamVectorEnv(path)
+    vec = OrtDreamVectorEnv(path, 2, onnx_dir=tmp_path / "graphs", seed=0)
+    vec.reset(seed=0)
+    vec.step(np.array([0, 1]))
+    with pytest.raises(OnnxGraphError, match=r"onnx\.json is missing.*--out"):
+        OrtDreamVectorEnv(path, onnx_dir=tmp_path / "nothing")
+    # the bundle's weights change after the export: the folder's graphs are refused
+    bundle = load_bundle(path)
+    with torch.no_grad():
+        bundle.model.reward_head[0].weight.add_(1.0)
+    save_bundle(path, bundle.model, bundle.env_spec, bundle.spaces, bundle.start_states, card=False)
+    with pytest.raises(OnnxGraphError, match=r"other weights .* re-run `wmsim export-onnx"):
+        OrtDreamVectorEnv(path, onnx_dir=tmp_path / "graphs")
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("which", "action"),
+    [
+        ("cartpole", np.zeros((3, 1), np.int64)),
+        ("cartpole", np.zeros(3, np.float32)),
+        ("cartpole", np.array([0, 1, 2])),
+        ("cartpole", np.array([-1, 0, 1])),
+        ("pendulum", np.zeros(3, np.float32)),
+        ("pendulum", np.full((3, 1), np.nan, np.float32)),
+        ("pendulum", np.full((3, 1), 5.0, np.float32)),
+        ("pendulum", np.zeros((3, 1), np.int64)),
+    ],
+)
+def test_bad_actions_get_the_torch_backends_errors(
+    which: str, action: np.ndarray, exported: dict[str, Path], request: pytest.FixtureRequest
+) -> None:
+    ort = OrtDreamVectorEnv(exported[which], 3, seed=0)
+    ref = DreamVectorEnv(request.getfixturevalue(f"{which}_bundle"), 3, seed=0)
+    ort.reset(seed=0)
+    ref.reset(seed=0)
+    with pytest.raises(ValueError) as ort_error:
+        ort.step(action)
+    with pytest.raises(ValueError) as torch_error:
+        ref.step(action)
+    assert str(ort_error.value) == str(torch_error.value)
+    single = OrtDreamEnv(exported[which], seed=0)
+    with pytest.raises(RuntimeError, match="call reset"):
+        single.step(single.action_space.sample())
+
+
+def test_bad_construction_gets_clear_errors(exported: dict[str, Path]) -> None:
+    path = exported["cartpole"]
+    with pytest.raises(ValueError, match=r"dtype=.bfloat16.: the onnxruntime backend runs .* float32"):
+        OrtDreamVectorEnv(path, dtype="bfloat16")
+    with pytest.raises(ValueError, match="obs_mode='rgb'"):
+        OrtDreamVectorEnv(path, obs_mode="rgb")
+    with pytest.raises(ValueError, match="num_envs=0"):
+        OrtDreamVectorEnv(path, 0)
+    with pytest.raises(ValueError, match="unknown model 'NoSuchModel'"):
+        OrtDreamVectorEnv("NoSuchModel")
+    with pytest.raises(ValueError, match="model=None: pass model="):
+        OrtDreamVectorEnv(None)
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(ValueError, match=r"device .cuda. is unavailable.*onnxruntime-gpu"):
+            OrtDreamVectorEnv(path, device="cuda")
+    assert OrtDreamVectorEnv(path, providers=["CPUExecutionProvider"]).providers == ["CPUExecutionProvider"]
+
+
+def test_a_bundle_without_graphs_says_how_to_export_them(tmp_path: Path, cartpole_bundle: Bundle) -> None:
+    path = _copy(cartpole_bundle, tmp_path / "bundle")
+    with pytest.raises(OnnxGraphError, match=f"has no ONNX graphs.*run `wmsim export-onnx {path}`"):
+        gym.make_vec(wmsim.register_dream("NotExported", str(path)), num_envs=2, backend="onnxruntime")
+
+
+def test_exporting_an_incomplete_bundle_names_the_missing_file(
+    tmp_path: Path, cartpole_bundle: Bundle
+) -> None:
+    path = _copy(cartpole_bundle, tmp_path / "bundle")
+    (path / "model.safetensors").unlink()
+    with pytest.raises(BundleError, match=r"cannot export .*/model\.safetensors is missing.*re-download"):
+        export_onnx(path)
+    with pytest.raises(BundleError, match="no bundle directory"):
+        export_onnx(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="opset=13: use 17 or newer"):
+        export_onnx(path, opset=13)
+
+
+def test_graphs_of_another_bundle_are_refused(
+    tmp_path: Path, exported: dict[str, Path], cartpole_bundle: Bundle
+) -> None:
+    path = export_onnx_copy(cartpole_bundle, tmp_path / "bundle")
+    # a graph of another model (other action size) copied in
+    shutil.copy(exported["pendulum"] / "onnx" / "transition.onnx", path / "onnx" / "transition.onnx")
+    with pytest.raises(OnnxGraphError, match=r"transition\.onnx does not fit this bundle .*action") as error:
+        OrtDreamVectorEnv(path)
+    assert f"re-run `wmsim export-onnx {path}`" in str(error.value)
+    # same shapes, other weights: caught by the recorded SHA-256
+    other = _copy(cartpole_bundle, tmp_path / "other")
+    bundle = load_bundle(other)
+    with torch.no_grad():
+        bundle.model.rssm.img_out[0].weight.mul_(2.0)
+    save_bundle(other, bundle.model, bundle.env_spec, bundle.spaces, bundle.start_states, card=False)
+    export_onnx(other)
+    shutil.copy(other / "onnx" / "transition.onnx", path / "onnx" / "transition.onnx")
+    with pytest.raises(OnnxGraphError, match=r"transition\.onnx is not the graph recorded .*sha256"):
+        OrtDreamVectorEnv(path)
+    (path / "onnx" / "transition.onnx").unlink()
+    with pytest.raises(OnnxGraphError, match=r"transition\.onnx is missing: re-run `wmsim export-onnx"):
+        OrtDreamVectorEnv(path)
+    (path / "onnx" / "decoder.onnx").write_bytes(b"not a graph")
+    shutil.copy(exported["cartpole"] / "onnx" / "transition.onnx", path / "onnx" / "transition.onnx")
+    with pytest.raises(OnnxGraphError, match=r"decoder\.onnx is not a graph onnxruntime can load"):
+        OrtDreamVectorEnv(path, obs_mode="pixels")

@@ -1,0 +1,288 @@
+"""The ONNX graphs of a bundle without torch: their names, the inputs and outputs a bundle's config
+implies, the record ``wmsim export-onnx`` writes, and the checks the onnxruntime backend runs.
+
+Graphs (``B`` is the dynamic batch size; ``F = deter + stoch * classes``, ``A`` the action size)::
+
+    transition  feat (B, F) f32, action (B, A) f32, noise (B, S, K) f32
+                -> next_feat (B, F) f32, reward (B,) f32, cont (B,) f32
+    posterior   feat (B, F) f32, action (B, A) f32, is_first (B,) bool, obs (B, *obs) u8|f32,
+                noise (B, S, K) f32 -> post_feat (B, F) f32
+    decoder     feat (B, F) f32 -> obs (B, *obs) u8|f32
+    policy      feat (B, F) f32, noise (B, A) f32 -> action, mode: (B,) i64 | (B, A) f32
+
+``feat`` is ``concat(deter, flat(one-hot stoch))``, the dreams' ``latent`` observation. ``noise`` is
+uniform in [0, 1) and fixes the categorical samples through the Gumbel-max trick, so every graph is a
+deterministic function of its inputs (the policy's continuous noise is a standard normal instead).
+``action`` is one-hot for a discrete model. ``cont`` is the continue probability (1 - termination).
+
+The record (``config.json`` key ``"onnx"``, or ``onnx.json`` in a folder given to ``--out``)::
+
+    {"format_version": 1, "opset": 17, "exported_with": {...},
+     "source": {"model.safetensors": "<sha256>", ...},
+     "graphs": {"transition": {"file": "onnx/transition.onnx", "sha256": "...",
+                               "inputs": [{"name": "feat", "dtype": "float32", "shape": ["batch", 48]}, ...],
+                               "outputs": [...], "max_abs_error": 1.2e-07}, ...}}
+
+File paths in a record are relative to the folder that holds the record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .bundle_format import CONFIG_FILE, BundleError
+
+RECORD_KEY = "onnx"
+RECORD_FILE = "onnx.json"
+RECORD_VERSION = 1
+DEFAULT_SUBDIR = "onnx"
+DEFAULT_OPSET = 17
+GRAPHS = ("transition", "posterior", "decoder", "policy")
+BATCH = "batch"
+EXPORT_HINT = "wmsim export-onnx"
+
+# onnxruntime's type strings for the dtypes the graphs use
+ORT_TYPES = {
+    "float32": "tensor(float)",
+    "uint8": "tensor(uint8)",
+    "bool": "tensor(bool)",
+    "int64": "tensor(int64)",
+}
+
+
+class OnnxGraphError(BundleError):
+    """A bundle's ONNX graphs are missing, stale, or do not match the bundle."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: its name, dtype and shape (``"batch"`` for the dynamic first axis)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    def describe(self) -> str:
+        return f"{self.name} {self.dtype} ({', '.join(str(s) for s in self.shape)})"
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.name}.onnx"
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """The sizes of a bundle's model that its graphs depend on, read from ``config.json``."""
+
+    deter: int
+    stoch: int
+    classes: int
+    action_size: int
+    discrete: bool
+    obs_shape: tuple[int, ...]
+    image: bool
+
+    @property
+    def feat_size(self) -> int:
+        return self.deter + self.stoch * self.classes
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], where: Path | str = CONFIG_FILE) -> ModelDims:
+        try:
+            rssm, io = config["model"]["rssm"], config["io"]
+            return cls(
+                int(rssm["deter"]),
+                int(rssm["stoch"]),
+                int(rssm["classes"]),
+                int(io["action_size"]),
+                bool(io["discrete"]),
+                tuple(int(s) for s in io["obs_shape"]),
+                bool(io["image"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{where}: the model or io section is incomplete ({exc!r})") from exc
+
+
+def graph_specs(dims: ModelDims) -> dict[str, GraphSpec]:
+    """The inputs and outputs every graph of a model with ``dims`` must have (see module docstring)."""
+    f, a, s, k = dims.feat_size, dims.action_size, dims.stoch, dims.classes
+    obs_dtype = "uint8" if dims.image else "float32"
+    feat = TensorSpec("feat", "float32", (BATCH, f))
+    action = TensorSpec("action", "float32", (BATCH, a))
+    noise = TensorSpec("noise", "float32", (BATCH, s, k))
+    obs = TensorSpec("obs", obs_dtype, (BATCH, *dims.obs_shape))
+    policy_action = (
+        TensorSpec("action", "int64", (BATCH,))
+        if dims.discrete
+        else TensorSpec("action", "float32", (BATCH, a))
+    )
+    specs = [
+        GraphSpec(
+            "transition",
+            (feat, action, noise),
+            (
+                TensorSpec("next_feat", "float32", (BATCH, f)),
+                TensorSpec("reward", "float32", (BATCH,)),
+                TensorSpec("cont", "float32", (BATCH,)),
+            ),
+        ),
+        GraphSpec(
+            "posterior",
+            (feat, action, TensorSpec("is_first", "bool", (BATCH,)), obs, noise),
+            (TensorSpec("post_feat", "float32", (BATCH, f)),),
+        ),
+        GraphSpec("decoder", (feat,), (obs,)),
+        GraphSpec(
+            "policy",
+            (feat, TensorSpec("noise", "float32", (BATCH, a))),
+            (policy_action, TensorSpec("mode", policy_action.dtype, policy_action.shape)),
+        ),
+    ]
+    return {spec.name: spec for spec in specs}
+
+
+# ---------------------------------------------------------------------------------------------- files
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write(target: Path, write: Callable[[Path], Any]) -> None:
+    """Write ``target`` through a temporary file in the same folder, fsync it and rename it into place
+    (a crash never leaves a half-written file)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; bundles are shared files
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json_atomic(target: Path, data: dict[str, Any]) -> None:
+    atomic_write(target, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True)))
+
+
+# ---------------------------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class OnnxRecord:
+    """Where a bundle's graphs are (``root``: the folder their paths are relative to) and their record."""
+
+    root: Path
+    source: Path  # the file that holds the record (config.json or onnx.json)
+    data: dict[str, Any]
+
+    @property
+    def graphs(self) -> dict[str, Any]:
+        graphs = self.data.get("graphs")
+        return graphs if isinstance(graphs, dict) else {}
+
+    def has(self, name: str) -> bool:
+        return name in self.graphs
+
+    def path(self, name: str) -> Path:
+        return self.root / str(self.graphs[name]["file"])
+
+
+def find_record(bundle_dir: Path, config: dict[str, Any], onnx_dir: str | os.PathLike | None) -> OnnxRecord:
+    """The graphs' record: ``onnx_dir/onnx.json`` when ``onnx_dir`` is given, else the bundle's
+    ``config.json`` key ``"onnx"``. Raises :class:`OnnxGraphError` with the command that makes it."""
+    fix = f"run `{EXPORT_HINT} {bundle_dir}` (it needs torch) to write them"
+    if onnx_dir is not None:
+        folder = Path(onnx_dir)
+        manifest = folder / RECORD_FILE
+        if not manifest.is_file():
+            raise OnnxGraphError(
+                f"{manifest} is missing: {folder} holds no exported graphs; run"
+                f" `{EXPORT_HINT} {bundle_dir} --out {folder}` to write them"
+            )
+        try:
+            data = json.loads(manifest.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise OnnxGraphError(f"{manifest} is not valid JSON ({exc}): {fix}") from exc
+        return _checked(OnnxRecord(folder, manifest, data), fix)
+    data = config.get(RECORD_KEY)
+    if data is None:
+        raise OnnxGraphError(
+            f"the bundle {bundle_dir} has no ONNX graphs (its {CONFIG_FILE} has no {RECORD_KEY!r} record):"
+            f" {fix}, or use backend='torch'"
+        )
+    return _checked(OnnxRecord(bundle_dir, bundle_dir / CONFIG_FILE, data), fix)
+
+
+def _checked(record: OnnxRecord, fix: str) -> OnnxRecord:
+    data = record.data
+    if not isinstance(data, dict) or not isinstance(data.get("graphs"), dict):
+        raise OnnxGraphError(f"{record.source}: the ONNX record is malformed (no 'graphs'): {fix}")
+    if data.get("format_version") != RECORD_VERSION:
+        raise OnnxGraphError(
+            f"{record.source}: ONNX record version {data.get('format_version')!r}; this wmsim reads"
+            f" version {RECORD_VERSION}: {fix}"
+        )
+    return record
+
+
+def check_io(
+    file: Path,
+    found_inputs: list[tuple[str, str, list[Any]]],
+    found_outputs: list[tuple[str, str, list[Any]]],
+    spec: GraphSpec,
+    fix: str,
+) -> None:
+    """Compare a graph's actual inputs/outputs (``(name, ort type string, shape)``) with ``spec``; raise
+    :class:`OnnxGraphError` naming the file, each difference and ``fix``."""
+    problems: list[str] = []
+    for what, found, wanted in (
+        ("inputs", found_inputs, spec.inputs),
+        ("outputs", found_outputs, spec.outputs),
+    ):
+        names = [name for name, _, _ in found]
+        if names != [t.name for t in wanted]:
+            problems.append(f"{what} {names} where {[t.name for t in wanted]} are expected")
+            continue
+        for (name, type_str, shape), want in zip(found, wanted, strict=True):
+            if type_str != ORT_TYPES[want.dtype] or not _shape_matches(shape, want.shape):
+                got = f"{type_str} {tuple(shape)}"
+                problems.append(f"{what[:-1]} {name}: {got} where this bundle implies {want.describe()}")
+    if problems:
+        raise OnnxGraphError(
+            f"{file} does not fit this bundle ({'; '.join(problems[:4])}): it was exported from another"
+            f" model (or copied in by hand); {fix}"
+        )
+
+
+def _shape_matches(found: list[Any], wanted: tuple[int | str, ...]) -> bool:
+    if len(found) != len(wanted):
+        return False
+    for got, want in zip(found, wanted, strict=True):
+        if want == BATCH:
+            if isinstance(got, int) and got > 0:
+                return False  # a graph exported with a fixed batch size
+        elif got != want:
+            return False
+    return True
