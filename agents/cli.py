@@ -16,13 +16,20 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from hub import HubError
 from wmsim.config import add_config_arguments, apply_overrides, flat_items
 
 from .config import TRAIN_PRESETS, TrainConfig, train_preset
 
 #: Modules that add subcommands: each has ``add_parsers(sub) -> dict[str, handler]`` where a handler
 #: takes the parsed ``argparse.Namespace`` and returns an exit code. Imported when the parser is built.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "agents.commands.pretrain",
+    "agents.commands.hub",
+    "agents.commands.quickstart",
+    "agents.commands.play",
+    "agents.commands.onnx",
+)
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
@@ -76,14 +83,40 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", action="store_true", help="sample actions instead of the policy's mode")
     p.add_argument("--video", default=None, help="write the first episode's frames here (GIF/MP4)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--random", action="store_true", help="play a uniformly random policy (a baseline)")
+    p.add_argument(
+        "--record",
+        default=None,
+        metavar="KEY",
+        help="store the returns in the bundle's transfer.json under KEY and refresh its card",
+    )
+    p.add_argument("--label", default=None, help="with --record: how the card names this policy")
 
 
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks that print a table and write JSON")
     what = p.add_subparsers(dest="what", required=True)
     t = what.add_parser("train", help="world-model updates/s for each preset on one device")
-    t.add_argument("--presets", nargs="+", default=list(TRAIN_PRESETS), choices=list(TRAIN_PRESETS))
+    t.add_argument(
+        "--presets",
+        nargs="+",
+        default=None,
+        choices=list(TRAIN_PRESETS),
+        help="default: all (with --nproc: small)",
+    )
     t.add_argument("--device", default="auto")
+    t.add_argument(
+        "--nproc",
+        type=int,
+        nargs="+",
+        default=None,
+        help="data-parallel scaling: one torchrun job per number of ranks (e.g. 1 2)",
+    )
+    t.add_argument("--num-envs", type=int, nargs="+", default=[1], help="with --nproc: real envs per rank")
+    t.add_argument("--period", type=int, default=500, help="with --nproc: timed env steps of the loop")
+    t.add_argument(
+        "--threads-per-rank", type=int, default=None, help="with --nproc: torch threads (default cores/ranks)"
+    )
     t.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     t.add_argument("--updates", type=int, default=5, help="timed updates per preset (after 2 warm-up)")
     t.add_argument("--batch-size", type=int, default=None, help="override every preset's batch size")
@@ -102,6 +135,17 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--seconds", type=float, default=1.0, help="minimum timed seconds per row")
     d.add_argument("--max-pixel-envs", type=int, default=None, help="largest batch for pixel rows")
     d.add_argument("--real-envs", type=int, default=2, help="real envs in the reference row (0: none)")
+    d.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "onnxruntime", "both"],
+        help="dream backend(s) to time; onnxruntime rows run the float32 ONNX graphs through the numpy API"
+        " (exported to a temporary folder when the bundle has none)",
+    )
+    d.add_argument(
+        "--ort-threads", type=int, default=None, help="onnxruntime intra-op threads (default: torch's count)"
+    )
+    d.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     d.add_argument("--json", default="bench_dream.json", help="results; a .md table is written beside it")
 
 
@@ -139,6 +183,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.dream:
         return _train_dream(args, config)
     result = train(config, progress=not args.quiet, evaluate=not args.no_eval)
+    if result.rank != 0:  # under torchrun, rank 0 reports for the job
+        return 0
     resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
     print(f"trained {result.env_steps} env steps, {result.updates} updates{resumed}")
     if result.eval_returns:
@@ -186,7 +232,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         mode=not args.sample,
         video=args.video,
         device=args.device,
+        random=args.random,
     )
+    if args.record:
+        _record_transfer(args, result)
     print(
         f"{result['policy']} in {result['env']}: return {result['mean']:.2f} +- {result['std']:.2f}"
         f" over {len(result['returns'])} episodes (seeds {args.seed}..{args.seed + args.episodes - 1})"
@@ -194,6 +243,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.video:
         print(f"video: {args.video}")
     return 0
+
+
+def _record_transfer(args: argparse.Namespace, result: dict) -> None:
+    from wmsim.card import record_transfer, write_card
+    from wmsim.registry import resolve_model
+
+    bundle = resolve_model(args.model)
+    if bundle.path is None:
+        raise ValueError("--record writes into the bundle folder: pass a bundle directory")
+    command = "wmsim " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["eval"] else ""
+    record_transfer(
+        bundle.path, args.record, args.label or result["policy"], result["returns"], command, args.seed
+    )
+    write_card(bundle.path)
+    print(f"recorded in {bundle.path / 'transfer.json'} and the card")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -225,16 +289,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "dream":
         return _bench_dream(args)
+    if args.nproc:
+        return _bench_train_ranks(args)
     from wmsim.devices import resolve_device
 
     from .bench import bench_train, format_bench
 
-    rows = bench_train(
-        args.presets, resolve_device(args.device), args.precision, args.updates, args.batch_size
-    )
+    presets = args.presets or list(TRAIN_PRESETS)
+    rows = bench_train(presets, resolve_device(args.device), args.precision, args.updates, args.batch_size)
     print(format_bench(rows))
     Path(args.json).write_text(json.dumps(rows, indent=2))
     print(f"wrote {args.json}")
+    return 0
+
+
+def _bench_train_ranks(args: argparse.Namespace) -> int:
+    from wmsim.devices import resolve_device
+
+    from .bench import bench_train_ranks, format_ranks_markdown
+
+    device = resolve_device(args.device).type
+    presets = args.presets or ["small"]
+    rows = bench_train_ranks(args.nproc, presets, args.num_envs, device, args.period, args.threads_per_rank)
+    table = format_ranks_markdown(rows)
+    print(table)
+    json_path = Path(args.json)
+    json_path.write_text(json.dumps(rows, indent=2))
+    json_path.with_suffix(".md").write_text(table + "\n")
+    print(f"wrote {json_path} and {json_path.with_suffix('.md')}")
     return 0
 
 
@@ -242,6 +324,10 @@ def _bench_dream(args: argparse.Namespace) -> int:
     from wmsim.dream.bench import format_markdown, run_bench_dream, write_results
     from wmsim.registry import resolve_model
 
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     model = resolve_model(args.model) if args.model else None
     result = run_bench_dream(
         env_id=model.env_spec.id if model is not None else args.env,
@@ -255,6 +341,8 @@ def _bench_dream(args: argparse.Namespace) -> int:
         min_seconds=args.seconds,
         max_pixel_envs=args.max_pixel_envs,
         real_envs=args.real_envs,
+        backends=("torch", "onnxruntime") if args.backend == "both" else (args.backend,),
+        ort_threads=args.ort_threads,
     )
     print(format_markdown(result))
     json_path, md_path = write_results(result, args.json)
@@ -273,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.update(HANDLERS)
     try:
         return commands[args.command](args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, HubError) as exc:
         if args.verbose:
             raise
         print(f"wmsim {args.command}: error: {exc}", file=sys.stderr)

@@ -59,6 +59,16 @@ def record_transfer(
     return path
 
 
+def store_commands(directory: str | os.PathLike, commands: list[str]) -> None:
+    """Record the command lines that reproduce a bundle in its ``config.json`` (``info.commands``)."""
+    path = Path(directory) / "config.json"
+    config = read_bundle_config(directory)
+    config.setdefault("info", {})["commands"] = list(commands)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
 def usage_snippet(name: str | None, repo_id: str | None, env_id: str, local: str | None = None) -> str:
     """Python that makes this model's dream with Gymnasium and steps it."""
     if name:

@@ -30,6 +30,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     p.add_argument("bundle", help="the bundle folder")
     p.add_argument("--name", default=None, help="a registered short name, for the usage snippet")
     p.add_argument("--repo-id", default=None, help="the Hub repo it is (or will be) published as")
+    p.add_argument(
+        "--commands",
+        default=None,
+        metavar="FILE",
+        help="a text file with the command lines that reproduce the bundle (stored in config.json's info)",
+    )
     return {"models": cmd_models, "pull": cmd_pull, "push": cmd_push, "card": cmd_card}
 
 
@@ -111,8 +117,11 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_card(args: argparse.Namespace) -> int:
-    from wmsim.card import write_card
+    from wmsim.card import store_commands, write_card
 
+    if args.commands:
+        lines = [line.strip() for line in Path(args.commands).read_text().splitlines()]
+        store_commands(args.bundle, [line for line in lines if line and not line.startswith("#")])
     path = write_card(args.bundle, name=args.name, repo_id=args.repo_id)
     print(f"wrote {path}")
     return 0

@@ -41,8 +41,6 @@ def run(args: argparse.Namespace) -> int:
     )
     metrics = trainer.fit()
     bundle = trainer.write_bundle()
-    print(
-        f"{trainer.updates} updates, model_loss {metrics.get('model_loss', float('nan')):.4g};"
-        f" bundle: {bundle}"
-    )
+    loss = f"model_loss {metrics['model_loss']:.4g}" if metrics else "already trained"
+    print(f"{trainer.updates} updates ({loss}); bundle: {bundle}")
     return 0
