@@ -4,9 +4,10 @@
 setup:
 	@bash scripts/setup.sh
 
-# The main job: a short real DreamerV2 run on CartPole (CPU, about 2.5 minutes).
+# The main job: PPO trained only inside the shipped CartPole world model, then played in the real game
+# (CPU, about 1-2 minutes, no network).
 demo: setup
-	.venv/bin/wmsim train --preset small --env CartPole-v1 --steps 4000 --logdir runs/quickstart
+	MUJOCO_GL=egl .venv/bin/wmsim quickstart --env CartPole --out runs/quickstart
 
 lint: setup
 	.venv/bin/ruff check .

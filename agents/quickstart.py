@@ -37,7 +37,7 @@ class QuickstartConfig:
 
     env: str = field(default="Pong", metadata={"help": "a pretrained name (Pong, CartPole, ...) or bundle"})
     steps: int = field(default=0, metadata={"help": "PPO steps in the dream (0: the model's default)"})
-    num_envs: int = field(default=32, metadata={"help": "batched dreams"})
+    num_envs: int = field(default=16, metadata={"help": "batched dreams"})
     obs_mode: str = field(
         default="auto", metadata={"help": "latent, pixels, or auto (latent for images, pixels for vectors)"}
     )
@@ -51,7 +51,7 @@ class QuickstartConfig:
 #: PPO steps in the dream and PPO settings per real env, sized for a few minutes on a 2-core CPU.
 DEFAULT_STEPS = {"gym/CartPole-v1": 60_000, "gym/Pendulum-v1": 100_000, "atari/Pong": 150_000}
 PPO_SETTINGS: dict[str, dict[str, Any]] = {
-    "gym/CartPole-v1": {"n_steps": 128, "batch_size": 256},
+    "gym/CartPole-v1": {"n_steps": 128, "batch_size": 256, "n_epochs": 4},
     "gym/Pendulum-v1": {"n_steps": 256, "batch_size": 256, "gae_lambda": 0.95, "gamma": 0.9},
     "atari/Pong": {"n_steps": 128, "batch_size": 512, "ent_coef": 0.01},
 }

@@ -51,8 +51,28 @@ class PretrainedModel:
         return path if (path / "config.json").is_file() else None
 
 
-#: Pretrained models by short name (filled by the pretrained-models release).
-PRETRAINED: dict[str, PretrainedModel] = {}
+#: Pretrained models by short name. Each is published as ``repo_id`` and tagged ``revision``; the same
+#: bundle ships with the package (``wmsim/pretrained/<name>``), so the ids work offline.
+PRETRAINED: dict[str, PretrainedModel] = {
+    entry.name: entry
+    for entry in (
+        PretrainedModel(
+            "CartPole",
+            "wmsim/cartpole-v1-dreamerv2",
+            "v0.1.0",
+            "CartPole-v1",
+            "CartPole-v1 from states; small preset; DreamerV2 policy trained in the dream",
+        ),
+        PretrainedModel(
+            "Pendulum",
+            "wmsim/pendulum-v1-dreamerv2",
+            "v0.1.0",
+            "Pendulum-v1",
+            "Pendulum-v1 from states; small preset; DreamerV2 policy trained in the dream",
+        ),
+    )
+    if (SHIPPED_DIR / entry.name / "config.json").is_file()
+}
 
 #: Names registered by :func:`register_dream` with a bundle directory.
 KNOWN_MODELS: dict[str, str] = {}

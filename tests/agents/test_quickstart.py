@@ -1,0 +1,27 @@
+"""The main job: PPO trained only inside the shipped CartPole dream beats a random policy in the real
+env by a wide margin, and the run writes its table, learning curve and dream-vs-real GIF."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agents.cli import main
+
+
+@pytest.mark.slow
+def test_quickstart_on_the_shipped_cartpole_beats_random(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--env", "CartPole", "--episodes", "10", "--out", str(out), "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert "real return, PPO trained in the dream" in table and "dream steps/s" in table
+    result = json.loads((out / "quickstart.json").read_text())
+    assert result["random"]["mean"] < 40
+    assert result["agent"]["mean"] >= 400 and result["agent"]["mean"] > result["random"]["mean"] + 300, result
+    for name in ("learning_curve.png", "dream_vs_real.gif", "ppo_dream.zip"):
+        assert (out / name).stat().st_size > 1000, name
+    assert result["curve"] and result["curve"][-1][0] <= result["dream_steps"]

@@ -1,0 +1,62 @@
+"""The pretrained models shipped with wmsim: each loads by its registered id offline, passes Gymnasium's
+env checker, and carries a card with measured figures."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from wmsim.bundle import load_bundle
+from wmsim.registry import PRETRAINED, resolve_model_dir
+
+SHIPPED = sorted(name for name, entry in PRETRAINED.items() if entry.shipped_dir is not None)
+MAX_SHIPPED_MB = 60
+
+
+def test_the_release_ships_models_within_the_size_budget() -> None:
+    assert {"CartPole", "Pendulum"} <= set(SHIPPED)
+    total = sum(
+        f.stat().st_size
+        for name in SHIPPED
+        for f in PRETRAINED[name].shipped_dir.rglob("*")
+        if f.is_file()  # type: ignore[union-attr]
+    )
+    assert total < MAX_SHIPPED_MB * 2**20, f"{total / 2**20:.1f} MB shipped"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_makes_a_valid_env_offline(name: str) -> None:
+    assert resolve_model_dir(name) == PRETRAINED[name].shipped_dir  # empty Hub cache, HF_HUB_OFFLINE=1
+    env = gym.make(f"wmsim/{name}-dream")
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    env.close()
+    vec = gym.make_vec(f"wmsim/{name}-dream", num_envs=8)
+    obs, _ = vec.reset(seed=0)
+    obs, reward, *_ = vec.step(vec.action_space.sample())
+    assert obs.shape[0] == 8 and np.isfinite(reward).all()
+    vec.close()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_card_reports_its_figures(name: str) -> None:
+    folder = PRETRAINED[name].shipped_dir
+    assert folder is not None
+    bundle = load_bundle(folder)
+    assert bundle.has_policy and bundle.info.get("commands"), "policy and the recipe's commands"
+    transfer = json.loads((folder / "transfer.json").read_text())["results"]
+    assert {"dreamerv2_dream", "ppo_dream", "random"} <= set(transfer)
+    assert all(result["episodes"] >= 10 for result in transfer.values())
+    openloop = json.loads((folder / "openloop.json").read_text())
+    assert openloop["windows"] > 0 and len(openloop["obs_mse"]) >= 15
+    card = (folder / "README.md").read_text()
+    assert f'gym.make("wmsim/{name}-dream")' in card
+    for result in transfer.values():
+        assert f"{result['mean']:.2f} +/- {result['std']:.2f}" in card
+    assert "| 1 |" in card and "| 15 |" in card, "the fidelity table"
+    assert (folder / "dream_vs_real.gif").is_file() and "dream_vs_real.gif" in card
