@@ -1,7 +1,7 @@
 """The quickstart: train a Stable-Baselines3 agent only inside a shipped world model, then play it in the
 real game against a random policy.
 
-1. Resolve the model (a pretrained name such as ``Pong`` or ``CartPole``; no network needed: the copy
+1. Resolve the model (a pretrained name such as ``CartPole``; no network needed: the copy
    shipped with wmsim is the last resort).
 2. Train PPO for ``steps`` dreamed steps in ``num_envs`` batched dreams (SB3 ``VecEnv`` over the
    native batched dream), recording the learning curve in the dream.
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 class QuickstartConfig:
     """One quickstart run."""
 
-    env: str = field(default="Pong", metadata={"help": "a pretrained name (Pong, CartPole, ...) or bundle"})
+    env: str = field(default="CartPole", metadata={"help": "pretrained name (CartPole, Pendulum) or bundle"})
     steps: int = field(default=0, metadata={"help": "PPO steps in the dream (0: the model's default)"})
     num_envs: int = field(default=16, metadata={"help": "batched dreams"})
     obs_mode: str = field(

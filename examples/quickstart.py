@@ -1,7 +1,7 @@
 """The quickstart in Python: PPO trained only inside a shipped world model, then played in the real game.
 
-    python examples/quickstart.py                 # the shipped Pong dream (a few minutes on 2 CPU cores)
-    python examples/quickstart.py --env CartPole  # about a minute
+    python examples/quickstart.py                 # the shipped CartPole dream (about a minute)
+    python examples/quickstart.py --env Pendulum  # a continuous-control dream
     python examples/quickstart.py --smoke         # tiny budgets (CI)
 
 Nothing here needs the network: the model resolves from the Hub cache, the Hub, or the copy shipped with
@@ -23,7 +23,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--env", default="Pong", help="a pretrained name (Pong, CartPole, Pendulum) or a bundle"
+        "--env", default="CartPole", help="a pretrained name (CartPole, Pendulum) or a bundle"
     )
     parser.add_argument("--smoke", action="store_true", help="tiny budgets, for CI")
     args = parser.parse_args()
