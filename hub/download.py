@@ -135,7 +135,12 @@ def download_bundle(
         ) from exc
     except hf_errors.HfHubHTTPError as exc:
         raise HubError(f"the Hub at {_endpoint()} refused {where}: {exc}") from exc
-    except OSError as exc:  # connection failures, full disk
+    except hf_errors.HTTPError as exc:  # no route, DNS failure, timeout: the client's transport errors
+        raise HubError(
+            f"cannot reach the Hub at {_endpoint()} for {where} ({exc}): check the network (or"
+            " HF_ENDPOINT), set HF_HUB_OFFLINE=1 to use only the cache, or pass a local bundle directory"
+        ) from exc
+    except OSError as exc:  # full disk, unwritable cache
         raise HubError(f"downloading {where} failed: {exc}") from exc
     path = Path(folder)
     present = [str(p.relative_to(path)) for p in path.rglob("*") if p.is_file() or p.is_symlink()]

@@ -88,6 +88,6 @@ def upload_bundle(
             f"pushing {root} to {repo_id} failed: {exc}; check that you are logged in with write access"
             " (`hf auth login` or HF_TOKEN) and that the repo id is yours"
         ) from exc
-    except OSError as exc:
+    except (hf_errors.HTTPError, OSError) as exc:
         raise HubError(f"pushing {root} to {repo_id} failed: {exc}: check the network") from exc
     return UploadResult(repo_id, str(commit.commit_url), str(commit.oid), tuple(names), tag)

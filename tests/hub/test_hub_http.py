@@ -135,3 +135,16 @@ def test_push_refuses_folders_with_stray_files_and_sends_nothing(server: HubServ
         hub.upload_bundle(bundle, REPO)
     assert server.received_commits == [] and not server.has_repo(REPO)
     assert main(["push", str(tmp_path), REPO]) == 2  # not a bundle
+
+
+def test_an_unreachable_hub_falls_back_to_the_shipped_copy_or_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    isolate_hf_client(monkeypatch, "http://127.0.0.1:9", tmp_path / "hf-home")  # nothing listens there
+    assert registry.resolve_model_dir("CartPole") == registry.PRETRAINED["CartPole"].shipped_dir
+    with pytest.raises(
+        hub.HubError, match=r"cannot reach the Hub at http://127\.0\.0\.1:9 .*HF_HUB_OFFLINE=1"
+    ):
+        registry.resolve_model_dir(REPO)
+    with pytest.raises(hub.HubError, match="check the network"):
+        hub.upload_bundle(make_bundle(tmp_path / "b"), REPO)
