@@ -5,7 +5,7 @@ setup:
 	@bash scripts/setup.sh
 
 # The main job: PPO trained only inside the shipped CartPole world model, then played in the real game
-# (CPU, about 1-2 minutes, no network).
+# (CPU, about 20 s after the install, no network).
 demo: setup
 	MUJOCO_GL=egl .venv/bin/wmsim quickstart --env CartPole --out runs/quickstart
 
