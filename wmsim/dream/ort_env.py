@@ -42,6 +42,7 @@ from ..onnx_format import (
     graph_specs,
     sha256_file,
 )
+from .actions import check_actions
 
 OBS_MODES = ("latent", "pixels", "dict")
 TERMINATION_MODES = ("threshold", "sample")
@@ -281,45 +282,6 @@ class OrtModel:
 
 
 # ---------------------------------------------------------------------------------------------- checks
-def check_actions(actions: Any, space: gym.Space, n: int) -> np.ndarray:
-    """Validate a batch of numpy actions for ``n`` sub-envs of ``space``; the torch backend's rules and
-    messages. Returns class indices from 0 ``(n,)`` int64 or ``(n, A)`` float32."""
-    array = np.asarray(actions)
-    if isinstance(space, gym.spaces.Discrete):
-        if array.shape != (n,):
-            raise ValueError(
-                f"actions have shape {array.shape}; this dream expects ({n},) integer indices"
-                f" of {space} (one per sub-env)"
-            )
-        if not np.issubdtype(array.dtype, np.integer):
-            raise ValueError(
-                f"actions have dtype {array.dtype}; discrete actions must be integers in [0, {space.n})"
-            )
-        if array.min() < space.start or array.max() >= space.start + space.n:
-            raise ValueError(
-                f"actions {array.min()}..{array.max()} are out of range: {space} takes"
-                f" integers in [{space.start}, {space.start + space.n})"
-            )
-        return (array - space.start).astype(np.int64)
-    assert isinstance(space, gym.spaces.Box)
-    expected = (n, *space.shape)
-    if array.shape != expected:
-        raise ValueError(
-            f"actions have shape {array.shape}; this dream expects {expected} (one row per"
-            f" sub-env of {space})"
-        )
-    if not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f"actions have dtype {array.dtype}; continuous actions must be floats")
-    if not np.isfinite(array).all():
-        raise ValueError("actions contain NaN or inf: check the policy's outputs")
-    if (array < space.low - 1e-6).any() or (array > space.high + 1e-6).any():
-        raise ValueError(
-            f"actions outside the action space [{space.low.min()}, {space.high.max()}]:"
-            " clip them (e.g. np.clip(a, space.low, space.high)) before stepping"
-        )
-    return array.astype(np.float32)
-
-
 def latent_space(dims: ModelDims) -> gym.spaces.Box:
     """The ``latent`` observation: ``concat(deter, flat(one-hot stoch))`` float32 in [-1, 1]."""
     return gym.spaces.Box(-1.0, 1.0, (dims.feat_size,), np.float32)

@@ -16,6 +16,7 @@ from ..bundle import Bundle
 from ..devices import resolve_device
 from ..envs import space_from_dict
 from ..registry import resolve_model
+from .actions import check_actions
 from .simulator import AUTORESET_MODES, OBS_MODES, DreamSimulator
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -161,43 +162,9 @@ class DreamVectorEnv(gym.vector.VectorEnv):
     # ------------------------------------------------------------------ actions
     def action_to_tensor(self, actions: Any) -> torch.Tensor:
         """Validate a batch of numpy actions and move it to the device. Errors name the problem."""
-        array = np.asarray(actions)
-        n = self.num_envs
-        space = self.single_action_space
-        if self._discrete:
-            assert isinstance(space, gym.spaces.Discrete)
-            if array.shape != (n,):
-                raise ValueError(
-                    f"actions have shape {array.shape}; this dream expects ({n},) integer indices"
-                    f" of {space} (one per sub-env)"
-                )
-            if not np.issubdtype(array.dtype, np.integer):
-                raise ValueError(
-                    f"actions have dtype {array.dtype}; discrete actions must be integers in [0, {space.n})"
-                )
-            if array.min() < space.start or array.max() >= space.start + space.n:
-                raise ValueError(
-                    f"actions {array.min()}..{array.max()} are out of range: {space} takes"
-                    f" integers in [{space.start}, {space.start + space.n})"
-                )
-            return torch.as_tensor(array - space.start, device=self.device, dtype=torch.int64)
-        assert isinstance(space, gym.spaces.Box)
-        expected = (n, *space.shape)
-        if array.shape != expected:
-            raise ValueError(
-                f"actions have shape {array.shape}; this dream expects {expected} (one row per"
-                f" sub-env of {space})"
-            )
-        if not np.issubdtype(array.dtype, np.floating):
-            raise ValueError(f"actions have dtype {array.dtype}; continuous actions must be floats")
-        if not np.isfinite(array).all():
-            raise ValueError("actions contain NaN or inf: check the policy's outputs")
-        if (array < space.low - 1e-6).any() or (array > space.high + 1e-6).any():
-            raise ValueError(
-                f"actions outside the action space [{space.low.min()}, {space.high.max()}]:"
-                " clip them (e.g. np.clip(a, space.low, space.high)) before stepping"
-            )
-        return torch.as_tensor(array, device=self.device, dtype=torch.float32)
+        array = check_actions(actions, self.single_action_space, self.num_envs)
+        dtype = torch.int64 if self._discrete else torch.float32
+        return torch.as_tensor(array, device=self.device, dtype=dtype)
 
     def _check_action_tensor(self, action: torch.Tensor) -> None:
         n = self.num_envs
