@@ -5,15 +5,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import gymnasium as gym
-import numpy as np
 import torch
 
 from ..bundle import Bundle
+from .single import SingleDreamEnv
 from .vector_env import DreamVectorEnv
 
 
-class DreamEnv(gym.Env):
+class DreamEnv(SingleDreamEnv):
     """One dreamed episode at a time: a :class:`DreamVectorEnv` of one sub-env without autoreset.
 
     Takes the same keyword arguments as :class:`DreamVectorEnv` (``model``, ``device``, ``obs_mode``,
@@ -21,16 +20,11 @@ class DreamEnv(gym.Env):
     an int for a discrete model, a float32 array ``(A,)`` for a continuous one.
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 15}
-
     def __init__(
         self, model: Bundle | str | os.PathLike, *, render_mode: str | None = None, **kwargs: Any
     ) -> None:
-        self.vector = DreamVectorEnv(model, 1, autoreset="disabled", render_mode=render_mode, **kwargs)
-        self.observation_space = self.vector.single_observation_space
-        self.action_space = self.vector.single_action_space
-        self.render_mode = render_mode
-        self._needs_reset = True
+        vector = DreamVectorEnv(model, 1, autoreset="disabled", render_mode=render_mode, **kwargs)
+        super().__init__(vector, render_mode)
 
     @property
     def bundle(self) -> Bundle:
@@ -39,46 +33,3 @@ class DreamEnv(gym.Env):
     @property
     def device(self) -> torch.device:
         return self.vector.device
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[Any, dict[str, Any]]:
-        super().reset(seed=seed)
-        if seed is not None:
-            self.action_space.seed(seed)
-        obs, info = self.vector.reset(seed=seed, options=options)
-        self._needs_reset = False
-        return _first(obs), info
-
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        if self._needs_reset:
-            raise RuntimeError("the dreamed episode has ended (or never started): call reset()")
-        batch = self._batch_action(action)
-        obs, reward, terminated, truncated, _ = self.vector.step(batch)
-        self._needs_reset = bool(terminated[0] or truncated[0])
-        return _first(obs), float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}
-
-    def _batch_action(self, action: Any) -> np.ndarray:
-        space = self.action_space
-        if isinstance(space, gym.spaces.Discrete):
-            array = np.asarray(action)
-            if array.shape not in ((), (1,)):
-                raise ValueError(f"action has shape {array.shape}; {space} takes one integer")
-            return array.reshape(1)
-        array = np.asarray(action)
-        if array.shape != space.shape:
-            raise ValueError(f"action has shape {array.shape}; {space} takes an array of shape {space.shape}")
-        return array[None]
-
-    def render(self) -> np.ndarray | None:  # type: ignore[override]
-        frames = self.vector.render()
-        return None if frames is None else frames[0]
-
-    def close(self) -> None:
-        self.vector.close()
-
-
-def _first(obs: Any) -> Any:
-    if isinstance(obs, dict):
-        return {key: value[0] for key, value in obs.items()}
-    return obs[0]

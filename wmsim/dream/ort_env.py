@@ -43,6 +43,7 @@ from ..onnx_format import (
     sha256_file,
 )
 from .actions import check_actions
+from .single import SingleDreamEnv
 
 OBS_MODES = ("latent", "pixels", "dict")
 TERMINATION_MODES = ("threshold", "sample")
@@ -518,62 +519,15 @@ class OrtDreamVectorEnv(gym.vector.VectorEnv):
         self._started = False
 
 
-class OrtDreamEnv(gym.Env):
+class OrtDreamEnv(SingleDreamEnv):
     """One dreamed episode at a time on onnxruntime: an :class:`OrtDreamVectorEnv` of one sub-env
     without autoreset (what ``gym.make(env_id, backend="onnxruntime")`` returns). Takes the keyword
     arguments of :class:`OrtDreamVectorEnv`."""
 
-    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 15}
-
     def __init__(self, model: Any, *, render_mode: str | None = None, **kwargs: Any) -> None:
         kwargs.pop("autoreset", None)
-        self.vector = OrtDreamVectorEnv(model, 1, autoreset="disabled", render_mode=render_mode, **kwargs)
-        self.observation_space = self.vector.single_observation_space
-        self.action_space = self.vector.single_action_space
-        self.render_mode = render_mode
-        self._needs_reset = True
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[Any, dict[str, Any]]:
-        super().reset(seed=seed)
-        if seed is not None:
-            self.action_space.seed(seed)
-        obs, info = self.vector.reset(seed=seed, options=options)
-        self._needs_reset = False
-        return _first(obs), info
-
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        if self._needs_reset:
-            raise RuntimeError("the dreamed episode has ended (or never started): call reset()")
-        space = self.action_space
-        array = np.asarray(action)
-        if isinstance(space, gym.spaces.Discrete):
-            if array.shape not in ((), (1,)):
-                raise ValueError(f"action has shape {array.shape}; {space} takes one integer")
-            batch = array.reshape(1)
-        else:
-            if array.shape != space.shape:
-                raise ValueError(
-                    f"action has shape {array.shape}; {space} takes an array of shape {space.shape}"
-                )
-            batch = array[None]
-        obs, reward, terminated, truncated, _ = self.vector.step(batch)
-        self._needs_reset = bool(terminated[0] or truncated[0])
-        return _first(obs), float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}
-
-    def render(self) -> np.ndarray | None:  # type: ignore[override]
-        frames = self.vector.render()
-        return None if frames is None else frames[0]
-
-    def close(self) -> None:
-        self.vector.close()
-
-
-def _first(obs: Any) -> Any:
-    if isinstance(obs, dict):
-        return {key: value[0] for key, value in obs.items()}
-    return obs[0]
+        vector = OrtDreamVectorEnv(model, 1, autoreset="disabled", render_mode=render_mode, **kwargs)
+        super().__init__(vector, render_mode)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -1,0 +1,66 @@
+"""One dreamed episode at a time: a ``gymnasium.Env`` over a one-env dream ``VectorEnv`` without
+autoreset. Shared by the torch and onnxruntime backends (no torch or onnxruntime import here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+class SingleDreamEnv(gym.Env):
+    """A single-env view of ``vector`` (a dream vector env of one sub-env with autoreset disabled).
+    Actions are the real env's: an int for a discrete model, a float32 array ``(A,)`` for a continuous
+    one."""
+
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 15}
+
+    def __init__(self, vector: Any, render_mode: str | None = None) -> None:
+        self.vector = vector
+        self.observation_space = vector.single_observation_space
+        self.action_space = vector.single_action_space
+        self.render_mode = render_mode
+        self._needs_reset = True
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        super().reset(seed=seed)
+        if seed is not None:
+            self.action_space.seed(seed)
+        obs, info = self.vector.reset(seed=seed, options=options)
+        self._needs_reset = False
+        return first(obs), info
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        if self._needs_reset:
+            raise RuntimeError("the dreamed episode has ended (or never started): call reset()")
+        obs, reward, terminated, truncated, _ = self.vector.step(self._batch_action(action))
+        self._needs_reset = bool(terminated[0] or truncated[0])
+        return first(obs), float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}
+
+    def _batch_action(self, action: Any) -> np.ndarray:
+        space = self.action_space
+        array = np.asarray(action)
+        if isinstance(space, gym.spaces.Discrete):
+            if array.shape not in ((), (1,)):
+                raise ValueError(f"action has shape {array.shape}; {space} takes one integer")
+            return array.reshape(1)
+        if array.shape != space.shape:
+            raise ValueError(f"action has shape {array.shape}; {space} takes an array of shape {space.shape}")
+        return array[None]
+
+    def render(self) -> np.ndarray | None:  # type: ignore[override]
+        frames = self.vector.render()
+        return None if frames is None else frames[0]
+
+    def close(self) -> None:
+        self.vector.close()
+
+
+def first(obs: Any) -> Any:
+    """The first sub-env's observation of a batch (arrays or a dict of arrays)."""
+    if isinstance(obs, dict):
+        return {key: value[0] for key, value in obs.items()}
+    return obs[0]
