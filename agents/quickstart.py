@@ -41,6 +41,9 @@ class QuickstartConfig:
     obs_mode: str = field(
         default="auto", metadata={"help": "latent, pixels, or auto (latent for images, pixels for vectors)"}
     )
+    time_limit: int = field(
+        default=0, metadata={"help": "dreamed episode length in steps (0: the env's default for dreams)"}
+    )
     episodes: int = field(default=10, metadata={"help": "seeded real episodes per policy"})
     seed: int = 0
     eval_seed: int = field(default=10_000, metadata={"help": "seed of the first real episode"})
@@ -55,6 +58,9 @@ PPO_SETTINGS: dict[str, dict[str, Any]] = {
     "gym/Pendulum-v1": {"n_steps": 256, "batch_size": 256, "gae_lambda": 0.95, "gamma": 0.9},
     "atari/Pong": {"n_steps": 128, "batch_size": 512, "ent_coef": 0.01},
 }
+#: Dreamed episode lengths where the real one is too long to learn from: a real Pong game can last 27,000
+#: agent steps, and PPO's curve needs finished episodes. A dream starts from a real episode's first state.
+DREAM_TIME_LIMIT = {"atari/Pong": 400}
 
 
 @dataclass
@@ -98,8 +104,16 @@ def run_quickstart(config: QuickstartConfig, *, progress: bool = True) -> Quicks
     name = bundle.env_spec.id
     steps = config.steps or DEFAULT_STEPS.get(name, 100_000)
     obs_mode = obs_mode_for(config, bundle.model.io.image)
+    limit = config.time_limit or DREAM_TIME_LIMIT.get(name)
     env = VecMonitor(
-        DreamSB3VecEnv(bundle, config.num_envs, obs_mode=obs_mode, device=config.device, seed=config.seed)
+        DreamSB3VecEnv(
+            bundle,
+            config.num_envs,
+            obs_mode=obs_mode,
+            device=config.device,
+            seed=config.seed,
+            time_limit=limit,
+        )
     )
     policy = "CnnPolicy" if obs_mode == "pixels" and bundle.model.io.image else "MlpPolicy"
     agent = PPO(policy, env, seed=config.seed, device=config.device, verbose=0, **PPO_SETTINGS.get(name, {}))

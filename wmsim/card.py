@@ -135,7 +135,7 @@ def build_card(directory: str | os.PathLike, name: str | None = None, repo_id: s
         _model_section(config),
         _training_section(config),
         _fidelity_section(openloop),
-        _transfer_section(transfer),
+        _transfer_section(transfer, env_id),
         _media_section(path),
         "## Files\n\n`config.json` (format, env, spaces, model config), `model.safetensors` (weights),"
         " `start_states.safetensors` (posterior states of real episode starts)"
@@ -233,10 +233,27 @@ def _fidelity_section(openloop: dict[str, Any] | None) -> str:
     )
 
 
-def _transfer_section(transfer: dict[str, Any] | None) -> str:
+#: What the DreamerV2 paper (Hafner et al., 2021) reports on the same task, to quote beside our figures.
+#: DreamerV2 learns online; an offline-pretrained model's real steps are those of its dataset.
+PUBLISHED_SCORES: dict[str, str] = {
+    "atari/Pong": "DreamerV2 paper, Pong (mean of 11 seeds, by environment frames; 4 frames per agent step):"
+    " -18.8 at 1M, -9.3 at 2M, -0.7 at 3M, +11.5 at 5M, +17.6 at 10M, +19.6 at 50M. A random policy"
+    " scores -20.7.",
+    "dmc/cartpole-swingup": "DreamerV2 paper, cartpole_swingup from pixels (5 seeds): 387 at about 100k"
+    " environment steps, 853 at 500k, 865 at 1M (the maximum is 1000).",
+    "dmc/walker-walk": "DreamerV2 paper, walker_walk from pixels (5 seeds): 408 at about 100k environment"
+    " steps, 935 at 500k, 956 at 1M (the maximum is 1000).",
+}
+
+
+def _transfer_section(transfer: dict[str, Any] | None, env_id: str = "") -> str:
     results = (transfer or {}).get("results", {})
+    published = f"\n\n{PUBLISHED_SCORES[env_id]}" if env_id in PUBLISHED_SCORES else ""
     if not results:
-        return "## Transfer\n\nNot measured yet: `wmsim eval BUNDLE --record KEY` writes `transfer.json`."
+        return (
+            "## Transfer\n\nNot measured yet: `wmsim eval BUNDLE --record KEY` writes `transfer.json`."
+            + published
+        )
     rows = ["| policy | real-env return | episodes | command |", "|---|---|---|---|"]
     for result in results.values():
         command = f"`{result['command']}`" if result.get("command") else ""
@@ -244,7 +261,7 @@ def _transfer_section(transfer: dict[str, Any] | None) -> str:
             f"| {result['label']} | {result['mean']:.2f} +/- {result['std']:.2f} | {result['episodes']} |"
             f" {command} |"
         )
-    return "## Transfer\n\nReturns in the real environment (seeded episodes):\n\n" + "\n".join(rows)
+    return "## Transfer\n\nReturns in the real environment (seeded episodes):\n\n" + "\n".join(rows) + published
 
 
 def _media_section(path: Path) -> str:

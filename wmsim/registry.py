@@ -70,6 +70,20 @@ PRETRAINED: dict[str, PretrainedModel] = {
             "Pendulum-v1",
             "Pendulum-v1 from states; small preset; DreamerV2 policy trained in the dream",
         ),
+        PretrainedModel(
+            "Pong",
+            "wmsim/pong-dreamerv2",
+            "v0.1.0",
+            "atari/Pong",
+            "ALE Pong, 64x64 grayscale (DreamerV2 protocol); offline scripted+random data",
+        ),
+        PretrainedModel(
+            "CartpoleSwingup",
+            "wmsim/dmc-cartpole-swingup-dreamerv2",
+            "v0.1.0",
+            "dmc/cartpole-swingup",
+            "dm_control cartpole-swingup from states; offline scripted+random data",
+        ),
     )
     if (SHIPPED_DIR / entry.name / "config.json").is_file()
 }

@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from agents import behaviours
-from agents.behaviours import behaviour_for, cartpole_balancer, pendulum_swinger, pong_tracker
+from agents.behaviours import (
+    behaviour_for,
+    cartpole_balancer,
+    cartpole_swinger,
+    pendulum_swinger,
+    pong_tracker,
+)
 from agents.cli import main
 from wmsim.bundle import load_bundle
 from wmsim.envs import make_env
@@ -34,6 +40,29 @@ def test_scripted_control_behaviours_play_well() -> None:
     pendulum = gym.make("Pendulum-v1")
     swung = [_episode_return(pendulum, pendulum_swinger(pendulum), s) for s in range(4)]
     assert np.mean(swung) > -300, swung  # random is about -1200
+
+
+def test_cartpole_swinger_swings_up_and_balances() -> None:
+    env = make_env("dmc/cartpole-swingup", obs_type="state")
+    swung = [_episode_return(env, cartpole_swinger(env), s) for s in range(2)]
+    env.action_space.seed(0)
+    random = [_episode_return(env, lambda obs: env.action_space.sample(), s) for s in range(2)]
+    env.close()
+    assert min(swung) > 700 and max(random) < 300, (swung, random)  # measured: about 830 and 60
+
+
+def test_mixed_pong_never_gives_up() -> None:
+    """Pong's mixed data keeps playing scripted to the end (only per-episode epsilon noise): giving up
+    part-way turned most of a Pong dataset into random play."""
+    env = make_env("atari/Pong")
+    rng = np.random.default_rng(0)
+    act = behaviour_for("mixed", "atari/Pong", env, 0, rng)  # episode 0: epsilon 0
+    tracker = pong_tracker(env)
+    obs, _ = env.reset(seed=3)
+    for _ in range(2000):
+        assert act(obs) == tracker(obs)
+        obs, *_ = env.step(tracker(obs))
+    env.close()
 
 
 def test_pong_tracker_returns_the_ball_and_scores() -> None:
