@@ -261,7 +261,8 @@ def _transfer_section(transfer: dict[str, Any] | None, env_id: str = "") -> str:
             f"| {result['label']} | {result['mean']:.2f} +/- {result['std']:.2f} | {result['episodes']} |"
             f" {command} |"
         )
-    return "## Transfer\n\nReturns in the real environment (seeded episodes):\n\n" + "\n".join(rows) + published
+    table = "\n".join(rows)
+    return f"## Transfer\n\nReturns in the real environment (seeded episodes):\n\n{table}{published}"
 
 
 def _media_section(path: Path) -> str:
