@@ -35,7 +35,10 @@ log = logging.getLogger(__name__)
 class QuickstartConfig:
     """One quickstart run."""
 
-    env: str = field(default="CartPole", metadata={"help": "pretrained name (CartPole, Pendulum) or bundle"})
+    env: str = field(
+        default="CartPole",
+        metadata={"help": "pretrained name (CartPole, Pendulum, CartpoleSwingup) or bundle"},
+    )
     steps: int = field(default=0, metadata={"help": "PPO steps in the dream (0: the model's default)"})
     num_envs: int = field(default=16, metadata={"help": "batched dreams"})
     obs_mode: str = field(
