@@ -15,7 +15,6 @@ is wrong.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -37,6 +36,7 @@ from .bundle_format import (
     STORAGE_DTYPE_NAMES,
     WEIGHTS_FILE,
     BundleError,
+    file_sha256,
     read_bundle_config,
 )
 from .config import WorldModelConfig, from_dict, to_dict
@@ -235,15 +235,6 @@ def load_bundle(directory: str | os.PathLike, device: torch.device | str = "cpu"
         policy_tensors,
         policy_config,
     )
-
-
-def file_sha256(file: Path) -> str:
-    """The SHA-256 of a file, hex."""
-    digest = hashlib.sha256()
-    with open(file, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _verify_checksum(file: Path, config: dict[str, Any]) -> None:

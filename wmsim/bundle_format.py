@@ -4,6 +4,7 @@ See :mod:`wmsim.bundle` for the layout."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -66,3 +67,12 @@ def read_bundle_config(directory: str | os.PathLike) -> dict[str, Any]:
             " corrupt or from a newer wmsim"
         )
     return config
+
+
+def file_sha256(file: Path) -> str:
+    """The SHA-256 of a file, hex (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

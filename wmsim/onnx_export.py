@@ -24,7 +24,14 @@ from torch import nn
 
 from . import __version__
 from .bundle import Bundle, load_bundle
-from .bundle_format import CONFIG_FILE, POLICY_FILE, WEIGHTS_FILE, BundleError, read_bundle_config
+from .bundle_format import (
+    CONFIG_FILE,
+    POLICY_FILE,
+    WEIGHTS_FILE,
+    BundleError,
+    file_sha256,
+    read_bundle_config,
+)
 from .onnx_format import (
     BATCH,
     DEFAULT_OPSET,
@@ -36,7 +43,6 @@ from .onnx_format import (
     ModelDims,
     atomic_write,
     graph_specs,
-    sha256_file,
     write_json_atomic,
 )
 from .world_model import WorldModel
@@ -213,7 +219,7 @@ def export_graph(
     atomic_write(target, write)
     entry: dict[str, Any] = {
         "file": target.name,
-        "sha256": sha256_file(target),
+        "sha256": file_sha256(target),
         "inputs": [t.to_dict() for t in spec.inputs],
         "outputs": [t.to_dict() for t in spec.outputs],
     }
@@ -328,9 +334,9 @@ def export_onnx(
         entry = export_graph(module, spec, bundle, target / spec.file_name, opset, verify)
         entry["file"] = os.path.relpath(target / spec.file_name, path if in_bundle else target)
         graphs[name] = entry
-    source = {WEIGHTS_FILE: sha256_file(path / WEIGHTS_FILE)}
+    source = {WEIGHTS_FILE: file_sha256(path / WEIGHTS_FILE)}
     if "policy" in graphs:
-        source[POLICY_FILE] = sha256_file(path / POLICY_FILE)
+        source[POLICY_FILE] = file_sha256(path / POLICY_FILE)
     import onnx
 
     record: dict[str, Any] = {

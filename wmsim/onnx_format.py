@@ -28,7 +28,6 @@ File paths in a record are relative to the folder that holds the record.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -159,14 +158,6 @@ def graph_specs(dims: ModelDims) -> dict[str, GraphSpec]:
 
 
 # ---------------------------------------------------------------------------------------------- files
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def atomic_write(target: Path, write: Callable[[Path], Any]) -> None:
     """Write ``target`` through a temporary file in the same folder, fsync it and rename it into place
     (a crash never leaves a half-written file)."""

@@ -1,5 +1,5 @@
-"""Validation of a batch of numpy actions, shared by the torch and onnxruntime dream backends (no torch
-or onnxruntime import here)."""
+"""Validation of a batch of numpy actions and of ``reset`` arguments, shared by the torch and onnxruntime
+dream backends (no torch or onnxruntime import here)."""
 
 from __future__ import annotations
 
@@ -46,3 +46,34 @@ def check_actions(actions: Any, space: gym.Space, n: int) -> np.ndarray:
             " clip them (e.g. np.clip(a, space.low, space.high)) before stepping"
         )
     return array.astype(np.float32)
+
+
+def check_reset(
+    seed: int | list[int] | None, options: dict[str, Any] | None, n: int, obs_shape: tuple[int, ...]
+) -> tuple[int | None, np.ndarray | None, np.ndarray | None]:
+    """Validate the arguments of a batched dream's ``reset``: ``(seed, reset_mask (n,) bool or None,
+    real observations (n, *obs_shape) or None)``. A seed list is reduced to its first element, as one
+    generator drives the batch; a single observation is accepted when ``n == 1``."""
+    if isinstance(seed, (list, tuple)):
+        seed = seed[0] if seed else None
+    options = dict(options or {})
+    unknown = set(options) - {"observation", "reset_mask"}
+    if unknown:
+        raise ValueError(f"unknown reset option(s) {sorted(unknown)}: use 'observation' or 'reset_mask'")
+    mask = None
+    if "reset_mask" in options:
+        mask = np.asarray(options["reset_mask"], dtype=bool)
+        if mask.shape != (n,):
+            raise ValueError(f"reset_mask has shape {mask.shape}; expected ({n},)")
+    real = None
+    if "observation" in options:
+        real = np.asarray(options["observation"])
+        want = (n, *obs_shape)
+        if real.shape == want[1:] and n == 1:
+            real = real[None]
+        if real.shape != want:
+            raise ValueError(
+                f"options['observation'] has shape {real.shape}; expected {want} real"
+                " observations in the env's format"
+            )
+    return None if seed is None else int(seed), mask, real

@@ -29,7 +29,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from ..bundle_format import START_STATES_FILE, WEIGHTS_FILE, BundleError, read_bundle_config
+from ..bundle_format import START_STATES_FILE, WEIGHTS_FILE, BundleError, file_sha256, read_bundle_config
 from ..envs.spaces import space_from_dict
 from ..onnx_format import (
     EXPORT_HINT,
@@ -40,9 +40,8 @@ from ..onnx_format import (
     check_io,
     find_record,
     graph_specs,
-    sha256_file,
 )
-from .actions import check_actions
+from .actions import check_actions, check_reset
 from .single import SingleDreamEnv
 
 OBS_MODES = ("latent", "pixels", "dict")
@@ -159,7 +158,7 @@ class OrtModel:
         weights = self.path / WEIGHTS_FILE
         current = self.config.get("checksums", {}).get(WEIGHTS_FILE)
         if current is None and weights.is_file():
-            current = sha256_file(weights)
+            current = file_sha256(weights)
         if recorded and current and current != recorded:
             raise OnnxGraphError(
                 f"{self.record.source} records graphs of other weights than {weights} (the bundle changed"
@@ -181,7 +180,7 @@ class OrtModel:
                 f"{file} is not a readable safetensors file ({exc}): the bundle is corrupt"
             ) from exc
         expected = self.config.get("checksums", {}).get(START_STATES_FILE)
-        if expected is not None and sha256_file(file) != expected:
+        if expected is not None and file_sha256(file) != expected:
             raise BundleError(
                 f"{file} does not match the SHA-256 recorded in config.json: the file is corrupt or was"
                 " changed after saving; download or export the bundle again"
@@ -432,32 +431,12 @@ class OrtDreamVectorEnv(gym.vector.VectorEnv):
         """Reset all sub-envs (or those in ``options["reset_mask"]``). ``options["observation"]``: real
         observations ``(num_envs, *obs_shape)`` to dream on from. ``seed``: an int (a list is reduced to
         its first element, as one generator drives the batch)."""
-        if isinstance(seed, (list, tuple)):
-            seed = seed[0] if seed else None
-        options = dict(options or {})
-        unknown = set(options) - {"observation", "reset_mask"}
-        if unknown:
-            raise ValueError(f"unknown reset option(s) {sorted(unknown)}: use 'observation' or 'reset_mask'")
+        seed, mask, real = check_reset(seed, options, self.num_envs, tuple(self.model.dims.obs_shape))
         if seed is not None:
-            self.rng = np.random.default_rng(int(seed))
-            self.action_space.seed(int(seed))
-        if "reset_mask" in options and self._started:
-            mask = np.asarray(options["reset_mask"], dtype=bool)
-            if mask.shape != (self.num_envs,):
-                raise ValueError(f"reset_mask has shape {mask.shape}; expected ({self.num_envs},)")
-            self._reset_where(mask)
-        else:
-            self._reset_where(np.ones(self.num_envs, bool))
-        if "observation" in options:
-            real = np.asarray(options["observation"])
-            want = (self.num_envs, *self.model.dims.obs_shape)
-            if real.shape == want[1:] and self.num_envs == 1:
-                real = real[None]
-            if real.shape != want:
-                raise ValueError(
-                    f"options['observation'] has shape {real.shape}; expected {want} real"
-                    " observations in the env's format"
-                )
+            self.rng = np.random.default_rng(seed)
+            self.action_space.seed(seed)
+        self._reset_where(mask if mask is not None and self._started else np.ones(self.num_envs, bool))
+        if real is not None:
             self._reset_from_observation(real)
         self._started = True
         return self.observe(), {}

@@ -16,7 +16,7 @@ from ..bundle import Bundle
 from ..devices import resolve_device
 from ..envs import space_from_dict
 from ..registry import resolve_model
-from .actions import check_actions
+from .actions import check_actions, check_reset
 from .simulator import AUTORESET_MODES, OBS_MODES, DreamSimulator
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -209,32 +209,15 @@ class DreamVectorEnv(gym.vector.VectorEnv):
         """Reset all sub-envs (or those in ``options["reset_mask"]``). ``options["observation"]``: real
         observations ``(num_envs, *obs_shape)`` to dream on from. ``seed``: an int (a list is reduced to
         its first element, as one generator drives the batch)."""
-        if isinstance(seed, (list, tuple)):
-            seed = seed[0] if seed else None
-        options = dict(options or {})
-        unknown = set(options) - {"observation", "reset_mask"}
-        if unknown:
-            raise ValueError(f"unknown reset option(s) {sorted(unknown)}: use 'observation' or 'reset_mask'")
+        seed, mask, real = check_reset(seed, options, self.num_envs, tuple(self.bundle.model.io.obs_shape))
         if seed is not None:
-            self.sim.seed(int(seed))
-            self.action_space.seed(int(seed))
-        if "reset_mask" in options and self._started:
-            mask = np.asarray(options["reset_mask"], dtype=bool)
-            if mask.shape != (self.num_envs,):
-                raise ValueError(f"reset_mask has shape {mask.shape}; expected ({self.num_envs},)")
+            self.sim.seed(seed)
+            self.action_space.seed(seed)
+        if mask is not None and self._started:
             self.sim.reset(mask=torch.as_tensor(mask, device=self.device))
         else:
             self.sim.reset()
-        if "observation" in options:
-            real = np.asarray(options["observation"])
-            want = (self.num_envs, *self.bundle.model.io.obs_shape)
-            if real.shape == want[1:] and self.num_envs == 1:
-                real = real[None]
-            if real.shape != want:
-                raise ValueError(
-                    f"options['observation'] has shape {real.shape}; expected {want} real"
-                    " observations in the env's format"
-                )
+        if real is not None:
             self.sim.reset_from_observation(torch.as_tensor(real, device=self.device))
         self._started = True
         return self._to_numpy(self.observe_tensor()), {}
