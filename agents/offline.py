@@ -61,6 +61,16 @@ class PretrainConfig:
     model: WorldModelConfig = field(default_factory=lambda: model_preset("small"))
 
 
+LOSS_STAGES = "loss_stages"
+
+
+def _without_loss(value: Any, key: str) -> Any:
+    """A saved setting with the loss weights left out (they may change between stages of a run)."""
+    if key == "model" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k != "loss"}
+    return value
+
+
 def env_spec_of_config(config: PretrainConfig) -> EnvSpec:
     overrides = {"obs_type": config.env_obs} if config.env_obs else {}
     return EnvSpec.from_id(config.env, **overrides)
@@ -89,17 +99,35 @@ class OfflinePretrainer:
         self.wall_clock: dict[str, float] = {}
 
     def _check_run_dir(self) -> None:
+        """Refuse a ``logdir`` that holds another run; accept new loss weights as a next stage.
+
+        Only ``updates``, ``checkpoint_every`` and the loss weights (``model.loss``) may differ from the
+        saved settings. A loss change after the first checkpoint starts a new stage of the same run,
+        kept in ``pretrain_config.json`` under ``loss_stages`` (and in the bundle's info), so a staged
+        recipe stays reproducible: rerun each stage's command with its ``--updates``.
+        """
         saved = self.logdir / "pretrain_config.json"
         current = to_dict(self.config)
+        stages: list[dict[str, Any]] = []
         if saved.exists():
             previous = json.loads(saved.read_text())
+            stages = previous.pop(LOSS_STAGES, [])
             keys = [k for k in current if k not in {"updates", "checkpoint_every"}]
-            differ = [k for k in keys if previous.get(k) != current[k]]
+            differ = [k for k in keys if _without_loss(previous.get(k), k) != _without_loss(current[k], k)]
             if differ:
                 raise ValueError(
                     f"{self.logdir} holds a pretraining run with other settings ({', '.join(differ)}):"
                     " pass another --logdir or the same options"
                 )
+            old_loss, new_loss = previous["model"]["loss"], current["model"]["loss"]
+            checkpoint = latest_checkpoint(self.logdir)
+            if old_loss != new_loss and checkpoint is not None:
+                step = int(json.loads((checkpoint / "state.json").read_text())["step"])
+                changed = {k: [old_loss.get(k), v] for k, v in new_loss.items() if old_loss.get(k) != v}
+                stages.append({"from_update": step, "loss": changed})
+                log.warning("%s: loss weights change at update %d (old, new): %s", self.logdir, step, changed)
+        current[LOSS_STAGES] = stages
+        self.loss_stages = stages
         saved.write_text(json.dumps(current, indent=2, sort_keys=True))
 
     # ------------------------------------------------------------------ 1. collect
@@ -212,7 +240,7 @@ class OfflinePretrainer:
             "recipe": "offline pretraining (wmsim pretrain)",
             "updates": self.updates,
             "seed": self.config.seed,
-            "pretrain_config": to_dict(self.config),
+            "pretrain_config": {**to_dict(self.config), LOSS_STAGES: self.loss_stages},
             "dataset": self.data_stats,
             "hardware": f"{platform.machine()}, {os.cpu_count()} cores, {self.device}",
             "torch": torch.__version__,

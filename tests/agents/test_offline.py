@@ -113,3 +113,22 @@ def test_pretrain_collects_fits_resumes_and_bundles(tmp_path: Path, caplog: pyte
     assert bundle.info["updates"] == 15 and bundle.info["dataset"]["steps"] == dataset["steps"]
     assert len(bundle.start_states) == dataset["episodes"]
     assert main([*args, "--updates", "15", "--behaviour", "random"]) == 2  # another dataset: refused
+
+
+def test_loss_weights_may_change_between_stages_of_a_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    logdir = tmp_path / "run"
+    args = ["pretrain", "--preset", "tiny", "--env", "CartPole-v1", "--data_steps", "400", "--seq_len", "8"]
+    args += ["--logdir", str(logdir), "--checkpoint_every", "5", "--quiet"]
+    assert main([*args, "--updates", "5", "--model.loss.kl_scale", "0.1"]) == 0
+    with caplog.at_level("WARNING", logger="agents.offline"):
+        assert main([*args, "--updates", "10", "--model.loss.kl_scale", "0.03"]) == 0
+    assert "loss weights change at update 5" in caplog.text
+    stage = {"from_update": 5, "loss": {"kl_scale": [0.1, 0.03]}}
+    assert json.loads((logdir / "pretrain_config.json").read_text())["loss_stages"] == [stage]
+    info = load_bundle(logdir / "bundle").info
+    assert info["updates"] == 10 and info["pretrain_config"]["loss_stages"] == [stage]
+    assert info["pretrain_config"]["model"]["loss"]["kl_scale"] == 0.03
+    # the architecture is still fixed for the run
+    assert main([*args, "--updates", "10", "--model.rssm.deter", "24"]) == 2
