@@ -213,23 +213,33 @@ def _training_section(config: dict[str, Any]) -> str:
 def _fidelity_section(openloop: dict[str, Any] | None) -> str:
     if not openloop:
         return "## Fidelity\n\nNot measured yet: `wmsim evaluate BUNDLE` writes `openloop.json`."
-    rows = [
-        "| horizon | obs MSE | repeat-last | reward MAE | repeat-last | termination acc. | repeat-last |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    objects = openloop.get("object_recall") is not None
+    header = "| horizon | obs MSE | repeat-last | reward MAE | repeat-last | termination acc. | repeat-last |"
+    if objects:
+        header += " object recall | repeat-last |"
+    rows = [header, "|---" * (header.count("|") - 1) + "|"]
     for h in HORIZONS:
         if h > openloop["horizon"] or openloop["counts"][h - 1] == 0:
             continue
         i = h - 1
-        rows.append(
+        row = (
             f"| {h} | {openloop['obs_mse'][i]:.4g} | {openloop['obs_mse_baseline'][i]:.4g} |"
             f" {openloop['reward_mae'][i]:.3g} | {openloop['reward_mae_baseline'][i]:.3g} |"
             f" {openloop['termination_acc'][i]:.3f} | {openloop['termination_acc_baseline'][i]:.3f} |"
         )
+        if objects:
+            row += f" {openloop['object_recall'][i]:.3f} | {openloop['object_recall_baseline'][i]:.3f} |"
+        rows.append(row)
+    note = (
+        "\n\nObject recall: the share of object pixels (those away from the median frame, such as a ball"
+        " or a paddle) that the prediction draws within a quarter of their contrast."
+        if objects
+        else ""
+    )
     return (
         "## Fidelity\n\nOpen-loop predictions on held-out real episodes"
         f" ({openloop['windows']} windows, {openloop['context']} context steps), against repeating the"
-        " last observation and reward:\n\n" + "\n".join(rows)
+        " last observation and reward:\n\n" + "\n".join(rows) + note
     )
 
 

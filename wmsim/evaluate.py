@@ -6,6 +6,14 @@ alone (prior samples, no observations). Per horizon it reports the observation e
 per element; images scaled to [0, 1]), the reward error (mean absolute error of the transformed reward)
 and the termination accuracy, each next to a naive baseline: repeat the last observed observation and
 reward, and predict that the episode never ends.
+
+For images it also reports **object recall**: the mean squared error of a frame is dominated by its
+background, so a model that draws the walls and paddles but never the ball scores well on it. Object
+pixels are those at least ``OBJECT_THRESHOLD`` (on [0, 1]) away from the held-out episodes' median frame;
+a prediction recalls one when it lies within a quarter of that distance of the real value (half
+would let a uniform grey frame recall every object brighter than the background). Recall is pooled
+over the object pixels of every window at a horizon, next to the same figure for repeating the last
+frame (which recalls what does not move).
 """
 
 from __future__ import annotations
@@ -18,6 +26,11 @@ import numpy as np
 import torch
 
 from .world_model import WorldModel
+
+#: How far (on [0, 1]) a pixel must lie from the median frame to count as part of an object.
+OBJECT_THRESHOLD = 0.08
+#: A predicted object pixel counts as drawn within this fraction of its distance from the median frame.
+OBJECT_TOLERANCE = 0.25
 
 
 @dataclass
@@ -34,6 +47,8 @@ class OpenLoopResult:
     termination_acc: list[float]
     termination_acc_baseline: list[float]
     counts: list[int]
+    object_recall: list[float] | None = None
+    object_recall_baseline: list[float] | None = None
 
     def at(self, h: int) -> dict[str, float]:
         """All figures at horizon ``h`` (1-based)."""
@@ -46,6 +61,14 @@ class OpenLoopResult:
             "termination_acc": self.termination_acc[i],
             "termination_acc_baseline": self.termination_acc_baseline[i],
             "count": self.counts[i],
+            **(
+                {
+                    "object_recall": self.object_recall[i],
+                    "object_recall_baseline": self.object_recall_baseline[i],
+                }
+                if self.object_recall is not None and self.object_recall_baseline is not None
+                else {}
+            ),
         }
 
     def mean(self, upto: int | None = None) -> dict[str, float]:
@@ -172,6 +195,11 @@ def _open_loop(
         termination_acc_baseline=per_h(base_acc),
         counts=[int(n) for n in counts.cpu()],
     )
+    if model.io.image:
+        steps_valid = np.arange(max_len)[None] < np.asarray(lengths)[:, None]
+        background = torch.as_tensor(np.median(arrays["obs"][steps_valid], axis=0), device=device)
+        result.object_recall = per_h_pooled(*object_hits(real_obs, pred_obs, background), mask)
+        result.object_recall_baseline = per_h_pooled(*object_hits(real_obs, last_obs, background), mask)
     pictures: dict[str, np.ndarray] = {}
     if return_predictions:
         first = [min(k for k, (i, _) in enumerate(cuts) if i == e) for e in range(len(episodes))]
@@ -181,6 +209,28 @@ def _open_loop(
             "valid": valid[first].cpu().numpy(),
         }
     return result, pictures
+
+
+def object_hits(
+    real: torch.Tensor, pred: torch.Tensor, background: torch.Tensor, threshold: float = OBJECT_THRESHOLD
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Object pixels of uint8 frames ``real (N, H, *image)`` and how many of them ``pred`` recalls.
+
+    ``background``: the median frame ``(*image)``. Returns ``(hits, objects)``, counts ``(N, H)``.
+    """
+    deviation = (real.float() - background.float()).abs() / 255.0
+    objects = deviation > threshold
+    recalled = (pred.float() - real.float()).abs() / 255.0 < OBJECT_TOLERANCE * deviation
+    dims = tuple(range(2, real.dim()))
+    return (objects & recalled).sum(dims).float(), objects.sum(dims).float()
+
+
+def per_h_pooled(hits: torch.Tensor, objects: torch.Tensor, mask: torch.Tensor) -> list[float]:
+    """Pooled recall per horizon: hits over object pixels of the valid windows ``(N, H)``; NaN if none."""
+    hits_h, objects_h = (hits * mask).sum(0), (objects * mask).sum(0)
+    return [
+        float(h / n) if n > 0 else float("nan") for h, n in zip(hits_h.cpu(), objects_h.cpu(), strict=True)
+    ]
 
 
 def _window(obs: np.ndarray, cuts: list[tuple[int, int]], context: int, horizon: int) -> np.ndarray:
@@ -266,6 +316,7 @@ def format_table(result: OpenLoopResult, horizons: tuple[int, ...] = (1, 5, 15, 
     lines = [
         f"{'horizon':>7} {'windows':>7} {'obs mse':>10} {'(repeat)':>10} {'rew mae':>9} {'(repeat)':>9}"
         f" {'term acc':>8} {'(never)':>8}"
+        + (f" {'objects':>8} {'(repeat)':>8}" if result.object_recall is not None else "")
     ]
     for h in horizons:
         if h > result.horizon or result.counts[h - 1] == 0:
@@ -275,5 +326,10 @@ def format_table(result: OpenLoopResult, horizons: tuple[int, ...] = (1, 5, 15, 
             f"{h:>7} {f['count']:>7} {f['obs_mse']:>10.5f} {f['obs_mse_baseline']:>10.5f}"
             f" {f['reward_mae']:>9.4f} {f['reward_mae_baseline']:>9.4f}"
             f" {f['termination_acc']:>8.3f} {f['termination_acc_baseline']:>8.3f}"
+            + (
+                f" {f['object_recall']:>8.3f} {f['object_recall_baseline']:>8.3f}"
+                if "object_recall" in f
+                else ""
+            )
         )
     return "\n".join(lines)
