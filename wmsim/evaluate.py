@@ -198,8 +198,8 @@ def _open_loop(
     if model.io.image:
         steps_valid = np.arange(max_len)[None] < np.asarray(lengths)[:, None]
         background = torch.as_tensor(np.median(arrays["obs"][steps_valid], axis=0), device=device)
-        result.object_recall = per_h_pooled(*object_hits(real_obs, pred_obs, background), mask)
-        result.object_recall_baseline = per_h_pooled(*object_hits(real_obs, last_obs, background), mask)
+        result.object_recall = _pooled_recall(*object_hits(real_obs, pred_obs, background), mask)
+        result.object_recall_baseline = _pooled_recall(*object_hits(real_obs, last_obs, background), mask)
     pictures: dict[str, np.ndarray] = {}
     if return_predictions:
         first = [min(k for k, (i, _) in enumerate(cuts) if i == e) for e in range(len(episodes))]
@@ -225,7 +225,7 @@ def object_hits(
     return (objects & recalled).sum(dims).float(), objects.sum(dims).float()
 
 
-def per_h_pooled(hits: torch.Tensor, objects: torch.Tensor, mask: torch.Tensor) -> list[float]:
+def _pooled_recall(hits: torch.Tensor, objects: torch.Tensor, mask: torch.Tensor) -> list[float]:
     """Pooled recall per horizon: hits over object pixels of the valid windows ``(N, H)``; NaN if none."""
     hits_h, objects_h = (hits * mask).sum(0), (objects * mask).sum(0)
     return [

@@ -3,6 +3,8 @@ objects (a ball) rather than only the background that dominates the squared erro
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 
@@ -10,7 +12,7 @@ from wmsim.bundle import Bundle
 from wmsim.card import _fidelity_section
 from wmsim.data import random_policy, rollout
 from wmsim.envs import make_env
-from wmsim.evaluate import format_table, object_hits, open_loop
+from wmsim.evaluate import OpenLoopResult, format_table, object_hits, open_loop
 
 
 def test_object_hits_count_object_pixels_and_those_drawn() -> None:
@@ -56,7 +58,5 @@ def test_open_loop_reports_object_recall_for_images_only(
     assert "object recall" not in _fidelity_section(json_of(vector_result))
 
 
-def json_of(result: object) -> dict[str, object]:
-    import json
-
-    return json.loads(result.to_json())  # type: ignore[attr-defined]
+def json_of(result: OpenLoopResult) -> dict[str, object]:
+    return dict(json.loads(result.to_json()))
