@@ -137,3 +137,32 @@ def load_checkpoint(
         _unflatten_optimizer(name, optimizer, tensors, meta["optimizers"][name])
     extra = {k[len("extra/") :]: v for k, v in tensors.items() if k.startswith("extra/")}
     return int(meta["step"]), meta["state"], extra
+
+
+def drop_metrics_after(path: str | os.PathLike, key: str, step: int) -> int:
+    """Remove the rows of a ``metrics.jsonl`` whose ``key`` lies beyond ``step``; returns how many.
+
+    A run killed between checkpoints has logged steps that its resumed run logs again; dropping them
+    keeps one row per step, so curves read as one run. A row the kill cut short is dropped too. The
+    file is rewritten atomically.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if _logged_at(line, key) <= step]
+    if len(kept) == len(lines):
+        return 0
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".metrics-")
+    with os.fdopen(handle, "w") as out:
+        out.write("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+    return len(lines) - len(kept)
+
+
+def _logged_at(line: str, key: str) -> float:
+    try:
+        row = json.loads(line)
+        return float(row[key])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return float("inf")

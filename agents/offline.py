@@ -28,14 +28,14 @@ import torch
 from tqdm.auto import tqdm
 
 from wmsim.bundle import encode_start_states, save_bundle
-from wmsim.config import WorldModelConfig, model_preset, to_dict
+from wmsim.config import LossConfig, WorldModelConfig, from_dict, model_preset, to_dict
 from wmsim.data import first_step, next_step
 from wmsim.devices import resolve_device
 from wmsim.envs import EnvSpec, describe_spaces, make_env
 from wmsim.world_model import IOSpec, WorldModel, WorldModelTrainer, batch_to_torch
 
 from .behaviours import behaviour_for
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import drop_metrics_after, latest_checkpoint, load_checkpoint, save_checkpoint
 from .replay import Replay
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,9 @@ class OfflinePretrainer:
                     f"{self.logdir} holds a pretraining run with other settings ({', '.join(differ)}):"
                     " pass another --logdir or the same options"
                 )
-            old_loss, new_loss = previous["model"]["loss"], current["model"]["loss"]
+            # Weights added since the run began read as their defaults (what the run trained with).
+            old_loss = to_dict(from_dict(LossConfig, previous["model"]["loss"]))
+            new_loss = current["model"]["loss"]
             checkpoint = latest_checkpoint(self.logdir)
             if old_loss != new_loss and checkpoint is not None:
                 step = int(json.loads((checkpoint / "state.json").read_text())["step"])
@@ -185,6 +187,7 @@ class OfflinePretrainer:
             self.updates, state, extra = load_checkpoint(path, modules, optimizers)
             self.replay.load_state_dict(state["replay"])
             torch.set_rng_state(extra["torch_rng"].to(torch.uint8))
+            drop_metrics_after(self.logdir / "metrics.jsonl", "update", self.updates)
             log.info("resumed %s at update %d", self.logdir, self.updates)
         metrics: dict[str, float] = {}
         start = time.perf_counter()

@@ -39,7 +39,7 @@ from wmsim.evaluate import OpenLoopResult, format_table, open_loop, write_open_l
 from wmsim.world_model import IOSpec, WorldModel, WorldModelTrainer, batch_to_torch
 
 from . import distributed
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import drop_metrics_after, latest_checkpoint, load_checkpoint, save_checkpoint
 from .collect import EnvCollector, VectorEnvCollector, make_vector_env
 from .config import TrainConfig
 from .distributed import Dist, GradientSync
@@ -231,6 +231,8 @@ class Trainer:
         if "start_obs" in extra:
             self.start_obs.extend(extra["start_obs"].numpy())
         self.resumed_from = step
+        if self.dist.is_main:
+            drop_metrics_after(self.logdir / "metrics.jsonl", "env_step", step)
         log.info(
             "resumed %s from env step %d (%d updates, %d replay steps)",
             self.logdir,

@@ -25,10 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .world_model import WorldModel
+from .world_model import OBJECT_THRESHOLD, WorldModel
 
-#: How far (on [0, 1]) a pixel must lie from the median frame to count as part of an object.
-OBJECT_THRESHOLD = 0.08
 #: A predicted object pixel counts as drawn within this fraction of its distance from the median frame.
 OBJECT_TOLERANCE = 0.25
 

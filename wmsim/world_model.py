@@ -25,6 +25,9 @@ from .config import WorldModelConfig
 from .nn import MLP, ConvDecoder, ConvEncoder
 from .rssm import RSSM, State, kl_balance_loss
 
+#: How far (on [0, 1]) a pixel must lie from the median frame to count as part of an object.
+OBJECT_THRESHOLD = 0.08
+
 IMAGE_SIZE = 64
 
 
@@ -202,10 +205,17 @@ class WorldModel(nn.Module):
         target_obs = self.prepare_obs(batch["obs"])
         pred_obs = self.decode(feat).float()
         obs_dims = tuple(range(2, target_obs.dim()))
-        obs_nll = 0.5 * (pred_obs - target_obs).pow(2).sum(obs_dims).mean()
+        squared_error = (pred_obs - target_obs).pow(2)
+        obs_nll = 0.5 * squared_error.sum(obs_dims).mean()
+        fitted_obs_nll = obs_nll
+        if self.io.image and c.loss.object_scale != 1.0:
+            weight = object_weight(target_obs, pred_obs.detach(), c.loss.object_scale)
+            fitted_obs_nll = 0.5 * (weight * squared_error).sum(obs_dims).mean()
         reward_target = self.transform_reward(batch["reward"].float())
         reward_nll = 0.5 * (self.reward(feat).float() - reward_target).pow(2).mean()
-        loss = c.loss.kl_scale * kl_loss + c.loss.image_scale * obs_nll + c.loss.reward_scale * reward_nll
+        loss = (
+            c.loss.kl_scale * kl_loss + c.loss.image_scale * fitted_obs_nll + c.loss.reward_scale * reward_nll
+        )
         metrics: dict[str, torch.Tensor] = {
             "kl": kl.mean().detach(),
             "kl_loss": kl_loss.detach(),
@@ -222,6 +232,21 @@ class WorldModel(nn.Module):
             metrics["discount_loss"] = discount_nll.detach()
         metrics["model_loss"] = loss.detach()
         return loss, posts, metrics
+
+
+def object_weight(target: torch.Tensor, pred: torch.Tensor, scale: float) -> torch.Tensor:
+    """Per-pixel weights ``(B, T, C, H, W)`` of the image loss: ``scale`` on object pixels, 1 elsewhere.
+
+    Images are network inputs in [-0.5, 0.5]. The background is the batch's median frame (over all
+    ``B * T`` frames), which for a fixed camera is the static scene. A pixel is an object pixel when
+    the target *or* the prediction lies at least ``OBJECT_THRESHOLD`` from it, so a missing object
+    and an object drawn where there is none cost the same.
+    """
+    background = target.flatten(0, 1).median(dim=0).values
+    is_object = ((target - background).abs() >= OBJECT_THRESHOLD) | (
+        (pred - background).abs() >= OBJECT_THRESHOLD
+    )
+    return 1.0 + (scale - 1.0) * is_object.to(target.dtype)
 
 
 def _entropy(logits: torch.Tensor) -> torch.Tensor:

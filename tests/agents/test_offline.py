@@ -130,5 +130,15 @@ def test_loss_weights_may_change_between_stages_of_a_run(
     info = load_bundle(logdir / "bundle").info
     assert info["updates"] == 10 and info["pretrain_config"]["loss_stages"] == [stage]
     assert info["pretrain_config"]["model"]["loss"]["kl_scale"] == 0.03
+    # a run saved before a loss weight existed trained with its default
+    saved = json.loads((logdir / "pretrain_config.json").read_text())
+    del saved["model"]["loss"]["object_scale"]
+    (logdir / "pretrain_config.json").write_text(json.dumps(saved))
+    assert (
+        main([*args, "--updates", "10", "--model.loss.kl_scale", "0.03", "--model.loss.object_scale", "5"])
+        == 0
+    )
+    stages = json.loads((logdir / "pretrain_config.json").read_text())["loss_stages"]
+    assert stages == [stage, {"from_update": 10, "loss": {"object_scale": [1.0, 5.0]}}]
     # the architecture is still fixed for the run
     assert main([*args, "--updates", "10", "--model.rssm.deter", "24"]) == 2

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from agents.checkpoint import drop_metrics_after
 from agents.cli import main as cli_main
 from agents.config import TrainConfig, train_preset
 from agents.replay import Replay
@@ -87,7 +88,19 @@ def test_sigkill_then_rerun_resumes_from_checkpoint_with_same_replay(tmp_path: P
         np.testing.assert_array_equal(before[key], after[key], err_msg=key)
     lines = [json.loads(line) for line in (logdir / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["env_step"] == step + 200
+    logged = [line["env_step"] for line in lines if "eval_return" not in line]
+    assert logged == sorted(set(logged)), "rows logged after the checkpoint by the killed run were kept"
     load_bundle(logdir / "bundle")
+
+
+def test_drop_metrics_after_keeps_one_row_per_step(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    rows = [json.dumps({"update": u, "loss": 1.0 / u}) for u in (50, 100, 150, 200)]
+    path.write_text("\n".join(rows) + '\n{"update": 25')  # the kill cut the last row short
+    assert drop_metrics_after(path, "update", 100) == 3
+    assert [json.loads(line)["update"] for line in path.read_text().splitlines()] == [50, 100]
+    assert drop_metrics_after(path, "update", 100) == 0
+    assert drop_metrics_after(tmp_path / "absent.jsonl", "update", 100) == 0
 
 
 def _contents_at(directory: Path, total: int) -> dict[str, np.ndarray]:

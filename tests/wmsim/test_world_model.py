@@ -22,7 +22,7 @@ from wmsim.config import (
     to_json,
 )
 from wmsim.envs import EnvSpec
-from wmsim.world_model import IOSpec, WorldModel
+from wmsim.world_model import OBJECT_THRESHOLD, IOSpec, WorldModel, object_weight
 
 IMAGE_IO = IOSpec((64, 64, 1), True, 6, True)
 VECTOR_IO = IOSpec((5,), False, 1, False)
@@ -157,3 +157,48 @@ def test_bundle_errors_name_file_and_fix(tmp_path: Path) -> None:
     (path / "model.safetensors").unlink()
     with pytest.raises(BundleError, match=r"model\.safetensors is missing"):
         load_bundle(path)
+
+
+def test_object_weight_marks_missing_and_spurious_objects() -> None:
+    # a static background of 0.1 with one bright dot per frame, moving along the diagonal
+    target = torch.full((2, 4, 1, 8, 8), 0.1)
+    for i in range(8):
+        target[i // 4, i % 4, 0, i, i] = 0.45
+    pred = torch.full_like(target, 0.1)
+    pred[0, 1, 0, 7, 0] = 0.3  # a dot drawn where there is none
+    weight = object_weight(target, pred, 10.0)
+    expected = torch.ones_like(target)
+    expected[target != 0.1] = 10.0
+    expected[0, 1, 0, 7, 0] = 10.0
+    assert torch.equal(weight, expected)
+    # contrast below OBJECT_THRESHOLD (on the [0, 1] scale) is background
+    faint = target.clone()
+    faint[0, 0, 0, 3, 4] = 0.1 + 0.9 * OBJECT_THRESHOLD
+    assert object_weight(faint, pred, 10.0)[0, 0, 0, 3, 4] == 1.0
+
+
+@pytest.mark.parametrize("io", [IMAGE_IO, VECTOR_IO], ids=["image", "vector"])
+def test_object_scale_weights_only_object_pixels_of_images(io: IOSpec) -> None:
+    torch.manual_seed(0)
+    plain = WorldModel(model_preset("tiny"), io)
+    weighted_config = apply_overrides(model_preset("tiny"), {"loss.object_scale": 10.0})
+    weighted = WorldModel(weighted_config, io)
+    weighted.load_state_dict(plain.state_dict())
+    batch = _batch(io)
+    torch.manual_seed(1)
+    loss, posts, metrics = plain.loss(batch)
+    torch.manual_seed(1)
+    weighted_loss, _, weighted_metrics = weighted.loss(batch)
+    # the reported image NLL stays DreamerV2's, whatever the weights the optimiser sees
+    assert torch.allclose(metrics["obs_loss"], weighted_metrics["obs_loss"])
+    if not io.image:
+        assert torch.allclose(loss, weighted_loss)
+        return
+    with torch.no_grad():
+        target = plain.prepare_obs(batch["obs"])
+        pred = plain.decode(posts.feat)
+        extra = 0.5 * ((object_weight(target, pred, 10.0) - 1.0) * (pred - target).pow(2)).sum((2, 3, 4))
+    assert extra.mean() > 0
+    assert torch.allclose(weighted_loss - loss, extra.mean(), rtol=1e-4)
+    with pytest.raises(ValueError, match="object_scale"):
+        apply_overrides(model_preset("tiny"), {"loss.object_scale": 0.5})
