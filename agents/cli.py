@@ -50,6 +50,14 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dream-updates", type=int, default=2000, help="actor-critic updates with --dream")
     p.add_argument("--dream-pool", type=int, default=512, help="parallel dreamed episodes with --dream")
+    p.add_argument(
+        "--dream-replay",
+        default=None,
+        metavar="DIR",
+        help="with --dream: imagine from the model's posterior states of this replay of real steps"
+        " (e.g. LOGDIR/replay of `wmsim pretrain`; batch_size x seq_len per update, as DreamerV2)"
+        " instead of from a pool of dreamed episodes",
+    )
     p.add_argument("--out", default=None, help="with --dream: where to write the bundle (default: in place)")
     add_config_arguments(p, TrainConfig)
 
@@ -208,6 +216,9 @@ def _train_dream(args: argparse.Namespace, config: TrainConfig) -> int:
         config.agent,
         updates=args.dream_updates,
         pool=args.dream_pool,
+        replay=args.dream_replay,
+        batch_size=config.batch_size,
+        seq_len=config.seq_len,
         out=args.out,
         device=resolve_device(config.device),
         seed=config.seed,

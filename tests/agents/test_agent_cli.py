@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agents.cli import main as cli_main
@@ -57,6 +58,32 @@ def test_train_in_dream_then_eval(
     assert bundle.has_policy and bundle.info["dream_training"]["updates"] == 3
     assert cli_main(["eval", str(out), "--episodes", "2"]) == 0
     assert "DreamerV2 policy in gym/CartPole-v1: return" in capsys.readouterr().out
+
+
+def test_train_in_dream_from_replay_starts(
+    tiny_run: TrainResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "dreamed"
+    args = ["train", "--preset", "tiny", "--dream", str(tiny_run.bundle), "--dream-updates", "3"]
+    args += ["--out", str(out), "--quiet"]
+    assert cli_main([*args, "--dream-replay", str(tiny_run.logdir / "replay")]) == 0
+    training = load_bundle(out).info["dream_training"]
+    assert training["starts"] == "replay" and training["replay_steps"] >= 400  # env steps + resets
+    assert (training["batch_size"], training["seq_len"]) == (4, 16)
+    # opening the replay evicted none of its chunks
+    assert len(list((tiny_run.logdir / "replay").glob("*.npz"))) > 0
+    # an empty directory, and a replay of another env, are refused with the fix
+    (tmp_path / "empty").mkdir()
+    assert cli_main([*args, "--dream-replay", str(tmp_path / "empty")]) == 2
+    assert "holds no replay chunks" in capsys.readouterr().err
+    from agents.replay import Replay
+
+    other = Replay(tmp_path / "other", capacity=64, chunk_length=32)
+    for _ in range(64):
+        other.add({"obs": np.zeros(3, np.float32), "action": np.zeros(2, np.float32), "reward": 0.0})
+    other.flush()
+    assert cli_main([*args, "--dream-replay", str(tmp_path / "other")]) == 2
+    assert "its obs steps have shape (3,), the model of gym/CartPole-v1 takes (4,)" in capsys.readouterr().err
 
 
 def test_eval_bad_input(tiny_run: TrainResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,10 +9,13 @@ A broken RSSM, loss, replay or dream cannot reach these thresholds.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from agents.config import train_preset
+from agents.dreamerv2.dream_train import train_in_world_model
+from agents.evaluation import evaluate_policy_in_real
 from agents.sb3 import RealEvaluation, evaluate_in_real, train_in_dream
 from agents.train import TrainResult, evaluate_model, train
 from wmsim.bundle import load_bundle
@@ -121,3 +124,29 @@ def test_ppo_on_decoded_observations_transfers_to_real_cartpole(cartpole_run: Tr
         f"real CartPole-v1 return of PPO trained on dreamed observations: {real.mean:.1f} +- {real.std:.1f}"
     )
     assert real.mean >= 400
+
+
+@pytest.mark.slow
+def test_actor_critic_imagining_from_replay_states_plays_real_cartpole(
+    cartpole_run: TrainResult, tmp_path: Path
+) -> None:
+    # DreamerV2's behaviour learning on a frozen world model: every update imagines 15 steps from the
+    # posterior states of 16 x 16 real (random-policy) steps of the run's replay; then 10 real episodes.
+    bundle = load_bundle(cartpole_run.bundle)
+    result = train_in_world_model(
+        bundle,
+        train_preset("small").agent,
+        updates=300,
+        replay=cartpole_run.logdir / "replay",
+        batch_size=16,
+        seq_len=16,
+        out=tmp_path / "bundle",
+        progress=False,
+    )
+    real = evaluate_policy_in_real(result.bundle, episodes=10, seed=1000)
+    random = evaluate_in_real(None, cartpole_run.bundle, episodes=10, seed=1000)
+    print(
+        f"actor-critic from replay starts: {real['mean']:.1f} +- {real['std']:.1f} (random {random.mean:.1f})"
+    )
+    assert random.mean < 40
+    assert real["mean"] > 150
