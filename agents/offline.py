@@ -71,6 +71,11 @@ def _without_loss(value: Any, key: str) -> Any:
     return value
 
 
+def replay_capacity(config: PretrainConfig) -> int:
+    """Steps the run's replay holds: the dataset plus room for policy data (``wmsim add-data``)."""
+    return config.data_steps + 100_000
+
+
 def env_spec_of_config(config: PretrainConfig) -> EnvSpec:
     overrides = {"obs_type": config.env_obs} if config.env_obs else {}
     return EnvSpec.from_id(config.env, **overrides)
@@ -92,8 +97,9 @@ class OfflinePretrainer:
         torch.manual_seed(config.seed)
         self.model = WorldModel(config.model, self.io).to(self.device)
         self.trainer = WorldModelTrainer(self.model, precision=config.precision)
-        capacity = config.data_steps + 100_000
-        self.replay = Replay(self.logdir / "replay", capacity, chunk_length=1024, seed=config.seed)
+        self.replay = Replay(
+            self.logdir / "replay", replay_capacity(config), chunk_length=1024, seed=config.seed
+        )
         self.updates = 0
         self.data_stats: dict[str, Any] = {}
         self.wall_clock: dict[str, float] = {}

@@ -20,7 +20,35 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--preset", default="small", help="world-model preset: small (default), tiny, atari, ...")
     add_config_arguments(p, PretrainConfig)
-    return {"pretrain": run}
+    a = sub.add_parser(
+        "add-data",
+        help="grow a pretraining run's dataset with real episodes of a dream-trained policy",
+        description="Play the DreamerV2 policy of BUNDLE in the real env of the pretraining run in LOGDIR"
+        " and append the episodes to its dataset, so the model learns from what its policy meets (the"
+        " errors a policy finds in the dream). Then run the run's `wmsim pretrain` command again with"
+        " a larger --updates to fit on the grown dataset.",
+    )
+    a.add_argument("logdir", help="the --logdir of a `wmsim pretrain` run")
+    a.add_argument("--policy", required=True, metavar="BUNDLE", help="a bundle with a DreamerV2 policy")
+    a.add_argument("--steps", type=int, required=True, help="real agent steps to add")
+    a.add_argument("--epsilon", type=float, default=0.1, help="probability of a random action per step")
+    a.add_argument("--seed", type=int, default=1, help="seed of the first episode and of the exploration")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    return {"pretrain": run, "add-data": run_add_data}
+
+
+def run_add_data(args: argparse.Namespace) -> int:
+    from ..aggregate import add_policy_data
+
+    record = add_policy_data(
+        args.logdir, args.policy, args.steps, epsilon=args.epsilon, seed=args.seed, progress=not args.quiet
+    )
+    print(
+        f"added {record['steps']} steps ({record['episodes']} episodes, mean return"
+        f" {record['episode_return_mean']:.2f}, {record['random_actions']} random actions) to"
+        f" {args.logdir}; fit on them with the run's `wmsim pretrain` command and a larger --updates"
+    )
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -40,6 +40,17 @@ class RealEnvPolicy:
         self.state = None
         self.prev_action = torch.zeros_like(self.prev_action)
 
+    def took(self, action: Any) -> None:
+        """Tell the policy that the env was given ``action`` instead of the one :meth:`act` returned
+        (exploration), so the next posterior state follows the action really taken."""
+        io = self.world_model.io
+        if io.discrete:
+            taken = torch.zeros_like(self.prev_action)
+            taken[0, int(action)] = 1.0
+        else:
+            taken = torch.as_tensor(np.asarray(action, np.float32), device=self.device).reshape(1, -1)
+        self.prev_action = taken
+
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> Any:
         """The env action for observation ``obs`` (an int or a float32 array)."""

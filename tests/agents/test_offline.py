@@ -19,6 +19,7 @@ from agents.behaviours import (
     pong_tracker,
 )
 from agents.cli import main
+from agents.replay import Replay
 from wmsim.bundle import load_bundle
 from wmsim.envs import make_env
 
@@ -142,3 +143,43 @@ def test_loss_weights_may_change_between_stages_of_a_run(
     assert stages == [stage, {"from_update": 10, "loss": {"object_scale": [1.0, 5.0]}}]
     # the architecture is still fixed for the run
     assert main([*args, "--updates", "10", "--model.rssm.deter", "24"]) == 2
+
+
+def test_add_data_grows_the_dataset_with_a_dream_trained_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logdir = tmp_path / "run"
+    args = ["pretrain", "--preset", "tiny", "--env", "CartPole-v1", "--data_steps", "400", "--seq_len", "8"]
+    args += ["--logdir", str(logdir), "--checkpoint_every", "5", "--quiet"]
+    assert main([*args, "--updates", "5"]) == 0
+    add = ["add-data", str(logdir), "--steps", "300", "--quiet"]
+    # the pretraining bundle has no policy yet
+    assert main([*add, "--policy", str(logdir / "bundle")]) == 2
+    assert "holds no policy" in capsys.readouterr().err
+    dreamed = tmp_path / "dreamed"
+    train = ["train", "--preset", "tiny", "--dream", str(logdir / "bundle"), "--dream-updates", "2"]
+    assert main([*train, "--dream-replay", str(logdir / "replay"), "--out", str(dreamed), "--quiet"]) == 0
+    before = json.loads((logdir / "dataset.json").read_text())["steps"]
+    chunks = sorted(p.name for p in (logdir / "replay").glob("*.npz"))
+    assert main([*add, "--policy", str(dreamed), "--epsilon", "0.5"]) == 0
+    assert "added 300 steps" in capsys.readouterr().out
+    record = json.loads((logdir / "dataset.json").read_text())["additions"][0]
+    assert record["steps"] == 300 and record["after_update"] == 5 and record["policy"] == str(dreamed)
+    assert 100 < record["random_actions"] < 200  # epsilon 0.5 of 300 steps
+    replay = Replay(logdir / "replay", 400 + 100_000)
+    data = replay.contents()
+    assert replay.total_steps == before + 300 + record["episodes"]  # one first step per episode
+    added = {k: v[before:] for k, v in data.items()}
+    assert added["is_first"].sum() == record["episodes"] and added["is_last"][-1]
+    assert set(chunks) <= {p.name for p in (logdir / "replay").glob("*.npz")}, "old data was evicted"
+    # fitting goes on over the grown dataset, and the bundle says where its data came from
+    assert main([*args, "--updates", "10"]) == 0
+    info = load_bundle(logdir / "bundle").info
+    assert info["updates"] == 10 and info["dataset"]["additions"] == [record]
+    # another env's policy, and more steps than the replay can hold, are refused with the fix
+    assert main([*add, "--policy", "Pendulum"]) == 2
+    assert "plays gym/Pendulum-v1, the run" in capsys.readouterr().err
+    assert main(["add-data", str(logdir), "--policy", str(dreamed), "--steps", "200000"]) == 2
+    assert "would evict the oldest data" in capsys.readouterr().err
+    assert main(["add-data", str(tmp_path / "none"), "--policy", str(dreamed), "--steps", "10"]) == 2
+    assert "holds no pretraining run" in capsys.readouterr().err

@@ -1,0 +1,180 @@
+"""Grow an offline dataset with real episodes of a policy trained in its dream (``wmsim add-data``).
+
+A policy trained only in a world model finds the model's errors: on the offline Pong model the
+DreamerV2 actor-critic held "up" at every step, because the model's reward credited moving up with
+points. DreamerV2 never meets this for long: it plays its policy in the real env and trains on what
+happens. This module is that step for an offline run (data aggregation): play the policy of a bundle
+in the run's real env, each action replaced by a uniformly random one with probability ``epsilon``,
+append the episodes to ``LOGDIR/replay`` and record them in ``LOGDIR/dataset.json`` under
+``additions``. Running the run's ``wmsim pretrain`` command again then fits on the grown dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from tqdm.auto import tqdm
+
+from wmsim.bundle import Bundle
+from wmsim.config import from_dict
+from wmsim.data import first_step, next_step
+from wmsim.envs import make_env
+from wmsim.registry import resolve_model
+from wmsim.world_model import IOSpec
+
+from .checkpoint import latest_checkpoint
+from .dreamerv2.agent import agent_from_bundle
+from .dreamerv2.policy import RealEnvPolicy
+from .offline import LOSS_STAGES, PretrainConfig, env_spec_of_config, replay_capacity
+from .replay import Replay
+
+log = logging.getLogger(__name__)
+
+ADDITIONS = "additions"
+
+
+def read_pretrain_config(logdir: Path) -> PretrainConfig:
+    """The settings of the pretraining run in ``logdir``, or a clear error if it holds none."""
+    saved = logdir / "pretrain_config.json"
+    if not saved.is_file() or not (logdir / "dataset.json").is_file():
+        raise FileNotFoundError(
+            f"{logdir} holds no pretraining run with a dataset: run `wmsim pretrain --logdir {logdir}` first"
+        )
+    data = json.loads(saved.read_text())
+    data.pop(LOSS_STAGES, None)
+    return from_dict(PretrainConfig, data)
+
+
+def add_policy_data(
+    logdir: str | Path,
+    policy: str | Path | Bundle,
+    steps: int,
+    *,
+    epsilon: float = 0.1,
+    seed: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Append ``steps`` real agent steps of ``policy``'s DreamerV2 actor (sampled, each action random
+    with probability ``epsilon``) to the dataset of the pretraining run in ``logdir``.
+
+    Episodes are played whole, except the last, which is cut (truncated) at the budget. Returns the
+    record added to ``dataset.json`` (steps, episodes, returns, the policy's source and the update of
+    the run's latest checkpoint). Refuses a policy-less bundle, a bundle of another env, and a budget
+    the replay cannot hold without evicting data.
+    """
+    if steps < 1:
+        raise ValueError(f"steps={steps}: add at least one step")
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon={epsilon}: a probability in [0, 1]")
+    logdir = Path(logdir)
+    config = read_pretrain_config(logdir)
+    bundle = resolve_model(policy)
+    spec = env_spec_of_config(config)
+    if bundle.env_spec.id != spec.id:
+        raise ValueError(f"the policy's bundle plays {bundle.env_spec.id}, the run at {logdir} is {spec.id}")
+    if not bundle.has_policy:
+        raise ValueError(
+            f"{bundle.path} holds no policy: train one first, e.g."
+            f" `wmsim train --dream {bundle.path} --dream-replay {logdir / 'replay'}`"
+        )
+    env = make_env(spec, seed=seed)
+    io = IOSpec.from_spaces(env.observation_space, env.action_space)
+    if io.obs_shape != bundle.model.io.obs_shape:
+        env.close()
+        raise ValueError(f"the run observes {io.obs_shape}, the policy's model {bundle.model.io.obs_shape}")
+    capacity = replay_capacity(config)
+    replay = Replay(logdir / "replay", capacity, chunk_length=1024, seed=config.seed)
+    room = capacity - replay.total_steps
+    if steps + steps // 10 + 1 > room:  # agent steps plus one first step per episode
+        env.close()
+        raise ValueError(
+            f"the run's replay holds {replay.total_steps} of {capacity} steps: {steps} more would evict"
+            f" the oldest data; add at most {max(room * 10 // 11 - 1, 0)}"
+        )
+    actor_critic = agent_from_bundle(bundle, "cpu")
+    agent = RealEnvPolicy(bundle.model, actor_critic.actor, env.action_space, actor_critic.to_model_action)
+    record = _play(env, agent, replay, io, steps, epsilon, seed, progress)
+    env.close()
+    replay.flush()
+    checkpoint = latest_checkpoint(logdir)
+    record.update(
+        {
+            "policy": str(bundle.path),
+            "policy_sha256": _policy_digest(bundle),
+            "epsilon": epsilon,
+            "seed": seed,
+            "after_update": int(json.loads((checkpoint / "state.json").read_text())["step"])
+            if checkpoint is not None
+            else 0,
+        }
+    )
+    stats_file = logdir / "dataset.json"
+    stats = json.loads(stats_file.read_text())
+    stats.setdefault(ADDITIONS, []).append(record)
+    stats_file.write_text(json.dumps(stats, indent=2))
+    log.info("added to %s: %s", logdir, record)
+    return record
+
+
+def _play(
+    env: gym.Env,
+    agent: RealEnvPolicy,
+    replay: Replay,
+    io: IOSpec,
+    steps: int,
+    epsilon: float,
+    seed: int,
+    progress: bool,
+) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    env.action_space.seed(seed)
+    returns: list[float] = []
+    played, random_actions, episode = 0, 0, 0
+    start = time.perf_counter()
+    bar = tqdm(total=steps, disable=not progress, unit="step", desc="policy data", mininterval=1)
+    while played < steps:
+        obs, _ = env.reset(seed=seed + episode)
+        agent.reset()
+        replay.add(first_step(obs, io))
+        total, done = 0.0, False
+        while not done:
+            action = agent.act(obs)
+            if rng.random() < epsilon:
+                action = env.action_space.sample()
+                agent.took(action)
+                random_actions += 1
+            obs, reward, terminated, truncated, _ = env.step(action)
+            played += 1
+            truncated = truncated or played >= steps
+            replay.add(next_step(obs, action, float(reward), terminated, truncated, io))
+            total += float(reward)
+            done = terminated or truncated
+            bar.update(1)
+        returns.append(total)
+        episode += 1
+    bar.close()
+    return {
+        "behaviour": "policy",
+        "steps": played,
+        "episodes": episode,
+        "random_actions": random_actions,
+        "episode_return_mean": float(np.mean(returns)),
+        "episode_return_min": float(np.min(returns)),
+        "episode_return_max": float(np.max(returns)),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _policy_digest(bundle: Bundle) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted((bundle.policy_tensors or {}).items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
