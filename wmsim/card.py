@@ -203,6 +203,12 @@ def _training_section(config: dict[str, Any]) -> str:
             f" behaviour {dataset.get('behaviour')}, mean episode return"
             f" {dataset.get('episode_return_mean', float('nan')):.2f}"
         )
+        for added in dataset.get("additions", []):
+            facts.append(
+                f"- added after update {added.get('after_update')}: {added.get('steps')} real steps of the"
+                f" dream-trained policy (random action with probability {added.get('epsilon')}),"
+                f" {added.get('episodes')} episodes, mean return {added.get('episode_return_mean', 0.0):.2f}"
+            )
     if "dream_training" in info:
         dream = info["dream_training"]
         facts.append(f"- policy: DreamerV2 actor-critic, {dream.get('updates')} updates inside the dream")

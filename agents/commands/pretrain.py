@@ -67,6 +67,11 @@ def run(args: argparse.Namespace) -> int:
         f"dataset: {stats['steps']} steps, {stats['episodes']} episodes,"
         f" mean return {stats['episode_return_mean']:.2f}"
     )
+    for added in stats.get("additions", []):
+        print(
+            f"  + {added['steps']} steps of a dream-trained policy added after update {added['after_update']}"
+            f" ({added['episodes']} episodes, mean return {added['episode_return_mean']:.2f})"
+        )
     metrics = trainer.fit()
     bundle = trainer.write_bundle()
     loss = f"model_loss {metrics['model_loss']:.4g}" if metrics else "already trained"

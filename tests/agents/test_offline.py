@@ -176,6 +176,8 @@ def test_add_data_grows_the_dataset_with_a_dream_trained_policy(
     assert main([*args, "--updates", "10"]) == 0
     info = load_bundle(logdir / "bundle").info
     assert info["updates"] == 10 and info["dataset"]["additions"] == [record]
+    assert "300 steps of a dream-trained policy added after update 5" in capsys.readouterr().out
+    assert "added after update 5: 300 real steps" in (logdir / "bundle" / "README.md").read_text()
     # another env's policy, and more steps than the replay can hold, are refused with the fix
     assert main([*add, "--policy", "Pendulum"]) == 2
     assert "plays gym/Pendulum-v1, the run" in capsys.readouterr().err
