@@ -60,7 +60,7 @@ class QuickstartConfig:
 DEFAULT_STEPS = {
     "gym/CartPole-v1": 60_000,
     "gym/Pendulum-v1": 100_000,
-    "atari/Pong": 150_000,
+    "atari/Pong": 300_000,
     "dmc/cartpole-swingup": 100_000,
 }
 PPO_SETTINGS: dict[str, dict[str, Any]] = {
@@ -70,7 +70,9 @@ PPO_SETTINGS: dict[str, dict[str, Any]] = {
 }
 #: Dreamed episode lengths where the real one is too long to learn from: a real Pong game can last 27,000
 #: agent steps, and PPO's curve needs finished episodes. A dream starts from a real episode's first state.
-DREAM_TIME_LIMIT = {"atari/Pong": 400}
+#: On the offline Pong model, 100-step dreams (the serve and about one rally) transfer where 400-step
+#: dreams do not: the model's ball drifts over long dreams, and PPO learnt to exploit the drift.
+DREAM_TIME_LIMIT = {"atari/Pong": 100}
 
 
 @dataclass
