@@ -37,7 +37,7 @@ class QuickstartConfig:
 
     env: str = field(
         default="CartPole",
-        metadata={"help": "pretrained name (CartPole, Pendulum, CartpoleSwingup) or bundle"},
+        metadata={"help": "pretrained name (Pong, CartPole, Pendulum, CartpoleSwingup) or bundle"},
     )
     steps: int = field(default=0, metadata={"help": "PPO steps in the dream (0: the model's default)"})
     num_envs: int = field(default=16, metadata={"help": "batched dreams"})
