@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 
 from wmsim.bundle import Bundle
 from wmsim.config import from_dict
-from wmsim.data import first_step, next_step
 from wmsim.envs import make_env
 from wmsim.registry import resolve_model
 from wmsim.world_model import IOSpec
@@ -32,7 +31,14 @@ from wmsim.world_model import IOSpec
 from .checkpoint import latest_checkpoint
 from .dreamerv2.agent import agent_from_bundle
 from .dreamerv2.policy import RealEnvPolicy
-from .offline import LOSS_STAGES, PretrainConfig, env_spec_of_config, replay_capacity
+from .offline import (
+    LOSS_STAGES,
+    PretrainConfig,
+    env_spec_of_config,
+    record_episode,
+    replay_capacity,
+    return_summary,
+)
 from .replay import Replay
 
 log = logging.getLogger(__name__)
@@ -135,29 +141,26 @@ def _play(
 ) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     env.action_space.seed(seed)
+    random_actions = 0
+
+    def act(obs: Any) -> Any:
+        nonlocal random_actions
+        action = agent.act(obs)
+        if rng.random() < epsilon:
+            action = env.action_space.sample()
+            agent.took(action)  # the policy's filter follows the action really taken
+            random_actions += 1
+        return action
+
     returns: list[float] = []
-    played, random_actions, episode = 0, 0, 0
+    played, episode = 0, 0
     start = time.perf_counter()
     bar = tqdm(total=steps, disable=not progress, unit="step", desc="policy data", mininterval=1)
     while played < steps:
-        obs, _ = env.reset(seed=seed + episode)
         agent.reset()
-        replay.add(first_step(obs, io))
-        total, done = 0.0, False
-        while not done:
-            action = agent.act(obs)
-            if rng.random() < epsilon:
-                action = env.action_space.sample()
-                agent.took(action)
-                random_actions += 1
-            obs, reward, terminated, truncated, _ = env.step(action)
-            played += 1
-            truncated = truncated or played >= steps
-            replay.add(next_step(obs, action, float(reward), terminated, truncated, io))
-            total += float(reward)
-            done = terminated or truncated
-            bar.update(1)
+        total, length = record_episode(env, act, replay, io, seed + episode, bar, max_steps=steps - played)
         returns.append(total)
+        played += length
         episode += 1
     bar.close()
     return {
@@ -165,9 +168,7 @@ def _play(
         "steps": played,
         "episodes": episode,
         "random_actions": random_actions,
-        "episode_return_mean": float(np.mean(returns)),
-        "episode_return_min": float(np.min(returns)),
-        "episode_return_max": float(np.max(returns)),
+        **return_summary(returns),
         "seconds": time.perf_counter() - start,
     }
 

@@ -19,10 +19,12 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -79,6 +81,42 @@ def replay_capacity(config: PretrainConfig) -> int:
 def env_spec_of_config(config: PretrainConfig) -> EnvSpec:
     overrides = {"obs_type": config.env_obs} if config.env_obs else {}
     return EnvSpec.from_id(config.env, **overrides)
+
+
+def record_episode(
+    env: gym.Env,
+    act: Callable[[Any], Any],
+    replay: Replay,
+    io: IOSpec,
+    seed: int,
+    bar: tqdm,
+    max_steps: int | None = None,
+) -> tuple[float, int]:
+    """Play one episode from ``env.reset(seed=seed)`` with ``act(obs) -> action`` and append every step
+    to ``replay``; the episode is cut (truncated) after ``max_steps`` agent steps. Returns its return
+    and its number of agent steps."""
+    obs, _ = env.reset(seed=seed)
+    replay.add(first_step(obs, io))
+    total, steps, done = 0.0, 0, False
+    while not done:
+        action = act(obs)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        steps += 1
+        truncated = truncated or (max_steps is not None and steps >= max_steps)
+        replay.add(next_step(obs, action, float(reward), terminated, truncated, io))
+        total += float(reward)
+        done = terminated or truncated
+        bar.update(1)
+    return total, steps
+
+
+def return_summary(returns: list[float]) -> dict[str, float]:
+    """Mean, min and max of episode returns, as the dataset records keep them."""
+    return {
+        "episode_return_mean": float(np.mean(returns)),
+        "episode_return_min": float(np.min(returns)),
+        "episode_return_max": float(np.max(returns)),
+    }
 
 
 class OfflinePretrainer:
@@ -155,16 +193,7 @@ class OfflinePretrainer:
         episode = 0
         while self.replay.total_steps < c.data_steps:
             act = behaviour_for(c.behaviour, c.env, self.env, episode, rng)
-            obs, _ = self.env.reset(seed=c.seed + episode)
-            self.replay.add(first_step(obs, self.io))
-            total, done = 0.0, False
-            while not done:
-                action = act(obs)
-                obs, reward, terminated, truncated, _ = self.env.step(action)
-                self.replay.add(next_step(obs, action, float(reward), terminated, truncated, self.io))
-                total += float(reward)
-                done = terminated or truncated
-                bar.update(1)
+            total, _ = record_episode(self.env, act, self.replay, self.io, c.seed + episode, bar)
             returns.append(total)
             episode += 1
         bar.close()
@@ -173,9 +202,7 @@ class OfflinePretrainer:
             "behaviour": c.behaviour,
             "steps": self.replay.total_steps,
             "episodes": episode,
-            "episode_return_mean": float(np.mean(returns)),
-            "episode_return_min": float(np.min(returns)),
-            "episode_return_max": float(np.max(returns)),
+            **return_summary(returns),
             "seconds": time.perf_counter() - start,
         }
         stats_file.write_text(json.dumps(self.data_stats, indent=2))
