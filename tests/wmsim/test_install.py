@@ -27,7 +27,7 @@ HEAVY = (
     "tensorboard",
 )
 #: The torch-free venv `make setup` builds (scripts/setup.sh); WMSIM_ONNX_PYTHON points elsewhere.
-ONNX_PYTHON = Path(os.environ.get("WMSIM_ONNX_PYTHON", ROOT / ".venv-onnx" / "bin" / "python"))
+ONNX_PYTHON = Path(os.environ.get("WMSIM_ONNX_PYTHON", ROOT / ".venv-onnx" / "bin" / "python")).absolute()
 
 
 def _pyproject() -> dict:
