@@ -139,8 +139,12 @@ class DreamSimulator(DreamBackend):
             action_vec = model.one_hot(action).to(dtype)
             first = torch.zeros(n, dtype=torch.bool, device=self.device)
         embed = model.encoder(model.prepare_obs(obs.to(self.device)).to(dtype))
-        noise = torch.rand(n, d.stoch, d.classes, device=self.device, generator=self.generator)
-        post, _ = model.rssm.obs_step(prev, action_vec, embed, first, noise=(noise, noise))
+        # two draws, the prior's sample (which the posterior does not use) and the posterior's, so a
+        # seed gives the filter the same samples as ever
+        noise = [
+            torch.rand(n, d.stoch, d.classes, device=self.device, generator=self.generator) for _ in range(2)
+        ]
+        post, _ = model.rssm.obs_step(prev, action_vec, embed, first, noise=(noise[0], noise[1]))
         return post.feat
 
     def seed(self, seed: int) -> None:
