@@ -37,6 +37,10 @@ class TrainConfig:
     prefill: int = field(default=50_000, metadata={"help": "random env steps before training starts"})
     pretrain: int = field(default=1, metadata={"help": "updates made once, right after prefill"})
     replay_capacity: int = 2_000_000
+    prioritize_ends: bool = field(
+        default=True,
+        metadata={"help": "sample the windows at episode ends more often (DreamerV2; off for DMC)"},
+    )
     replay_chunk: int = field(default=1024, metadata={"help": "steps per replay file on disk"})
     log_every: int = field(default=1000, metadata={"help": "env steps between metric logs"})
     checkpoint_every: int = field(default=10_000, metadata={"help": "env steps between checkpoints"})
@@ -116,6 +120,7 @@ def _dmc_vision() -> TrainConfig:
         env_obs="pixels",
         steps=1_000_000,
         train_every=5,
+        prioritize_ends=False,
         prefill=1000,
         pretrain=100,
         log_every=1000,

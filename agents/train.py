@@ -312,10 +312,13 @@ class Trainer:
 
     def _train_phase(self, updates: int, metrics: list[dict[str, torch.Tensor]]) -> None:
         for _ in range(updates):
-            batch = self.replay.sample(self.local_batch, self.config.seq_len)
-            posts, step_metrics = self.trainer.train_step(batch_to_torch(batch, self.device))
+            sample = self.replay.sample(
+                self.local_batch, self.config.seq_len, prioritize_ends=self.config.prioritize_ends
+            )
+            batch = batch_to_torch(sample, self.device)
+            posts, step_metrics = self.trainer.train_step(batch)
             if self.agent is not None:
-                step_metrics.update(self.agent.train_step(self.model, posts))
+                step_metrics.update(self.agent.train_step(self.model, posts, batch["is_terminal"]))
             metrics.append(step_metrics)
             self.updates += 1
 

@@ -1,10 +1,35 @@
-"""Small network building blocks of DreamerV2: MLP, CNN encoder, transposed-CNN decoder and the
-layer-normalised GRU cell."""
+"""Small network building blocks of DreamerV2: MLP, CNN encoder, transposed-CNN decoder, the
+layer-normalised GRU cell, and the official code's initialisation and optimiser."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
+
+
+def init_glorot_(module: nn.Module) -> nn.Module:
+    """DreamerV2's initialisation (the Keras defaults of the official code), in place: Glorot-uniform
+    weights and zero biases for every linear layer and (transposed) convolution in ``module``.
+    PyTorch's defaults draw smaller weights (``U(+-1/sqrt(fan_in))``) and non-zero biases."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+    return module
+
+
+def dreamer_adam(
+    params: Iterable[nn.Parameter], lr: float, eps: float, weight_decay: float
+) -> torch.optim.AdamW:
+    """Adam with DreamerV2's weight decay: every step first multiplies each weight by
+    ``1 - weight_decay``, whatever the learning rate (the official ``var.assign((1 - wd) * var)``).
+    AdamW decays by ``lr * coefficient``, so the coefficient is ``weight_decay / lr``."""
+    if lr <= 0:
+        raise ValueError(f"learning rate {lr} must be positive")
+    return torch.optim.AdamW(params, lr=lr, eps=eps, weight_decay=weight_decay / lr)
 
 
 class MLP(nn.Sequential):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import WorldModelConfig
-from .nn import MLP, ConvDecoder, ConvEncoder
+from .nn import MLP, ConvDecoder, ConvEncoder, dreamer_adam, init_glorot_
 from .rssm import RSSM, State, kl_balance_loss
 
 #: How far (on [0, 1]) a pixel must lie from the median frame to count as part of an object.
@@ -118,6 +118,7 @@ class WorldModel(nn.Module):
             if config.pred_discount
             else None
         )
+        init_glorot_(self)
 
     # ------------------------------------------------------------------ data preparation
     def prepare_obs(self, obs: torch.Tensor) -> torch.Tensor:
@@ -260,9 +261,7 @@ class WorldModelTrainer:
     def __init__(self, model: WorldModel, *, precision: str = "auto") -> None:
         self.model = model
         o = model.config.optim
-        self.optimizer = torch.optim.AdamW(
-            model.parameters(), lr=o.lr, eps=o.eps, weight_decay=o.weight_decay
-        )
+        self.optimizer = dreamer_adam(model.parameters(), o.lr, o.eps, o.weight_decay)
         device = next(model.parameters()).device
         if precision == "auto":
             precision = "bf16" if device.type == "cuda" else "fp32"

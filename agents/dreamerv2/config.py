@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from wmsim.config import check_choice
 
 ACTOR_GRADS = ("auto", "reinforce", "dynamics", "both")
+ACTOR_DISTS = ("auto", "onehot", "trunc_normal", "tanh_normal")
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,9 @@ class ActorCriticConfig:
 
     ``actor_grad="auto"`` picks REINFORCE for discrete actions and dynamics backpropagation for
     continuous ones; ``"both"`` mixes them as the official code does:
-    ``actor_grad_mix * dynamics + (1 - actor_grad_mix) * reinforce``.
+    ``actor_grad_mix * dynamics + (1 - actor_grad_mix) * reinforce``. ``actor_dist="auto"`` is the
+    official one-hot categorical (discrete) or truncated normal (continuous); see
+    :class:`~agents.dreamerv2.networks.Actor`.
     """
 
     horizon: int = 15
@@ -34,12 +37,14 @@ class ActorCriticConfig:
     actor_grad: str = "auto"
     actor_grad_mix: float = 0.1
     actor_entropy: float = 1e-3
+    actor_dist: str = "auto"
     min_std: float = 0.1
     slow_target_update: int = 100
     slow_target_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         check_choice("actor_grad", self.actor_grad, ACTOR_GRADS)
+        check_choice("actor_dist", self.actor_dist, ACTOR_DISTS)
         if self.horizon < 1:
             raise ValueError(f"horizon={self.horizon} must be at least 1")
         if not 0.0 <= self.lambda_ <= 1.0:
