@@ -146,7 +146,9 @@ class Trainer:
         self.agent: ActorCritic | None = None
         if config.learn_policy:
             low, high = _action_bounds(self.env.action_space)
-            self.agent = ActorCritic(config.agent, self.model, low, high).to(self.device)
+            self.agent = ActorCritic(
+                config.agent, self.model, low, high, precision=self.trainer.precision
+            ).to(self.device)
         if self.dist.enabled:
             torch.manual_seed(self.seed)  # ranks sample different latents and actions
         self.eval_returns: list[tuple[int, float]] = []

@@ -42,6 +42,11 @@ class RSSMConfig:
         """Length of the model-state features ``concat(deter, flat(stoch))``."""
         return self.deter + self.stoch_size
 
+    @property
+    def feat_segments(self) -> tuple[tuple[int, int], ...]:
+        """The features' layout for :class:`wmsim.nn.SegmentLinear`: dense ``deter``, one-hot ``stoch``."""
+        return ((self.deter, 0), (self.stoch_size, self.classes))
+
 
 @dataclass(frozen=True)
 class EncoderConfig:

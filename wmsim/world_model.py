@@ -95,7 +95,7 @@ class WorldModel(nn.Module):
         super().__init__()
         self.config = config
         self.io = io
-        feat = config.rssm.feat_size
+        feat, segments = config.rssm.feat_size, config.rssm.feat_segments
         if io.image:
             channels = io.obs_shape[-1]
             self.encoder: nn.Module = ConvEncoder(
@@ -103,18 +103,18 @@ class WorldModel(nn.Module):
             )
             embed_size = self.encoder.out_size  # type: ignore[assignment]
             self.decoder: nn.Module = ConvDecoder(
-                feat, channels, config.decoder.cnn_depth, config.decoder.cnn_kernels
+                feat, channels, config.decoder.cnn_depth, config.decoder.cnn_kernels, segments
             )
         else:
             obs_size = io.obs_shape[0]
             e, d = config.encoder, config.decoder
             self.encoder = nn.Sequential(MLP(obs_size, e.mlp_units, e.mlp_layers - 1, e.mlp_units), nn.ELU())
             embed_size = e.mlp_units
-            self.decoder = MLP(feat, obs_size, d.mlp_layers, d.mlp_units)
+            self.decoder = MLP(feat, obs_size, d.mlp_layers, d.mlp_units, segments)
         self.rssm = RSSM(config.rssm, io.action_size, int(embed_size))
-        self.reward_head = MLP(feat, 1, config.reward_head.layers, config.reward_head.units)
+        self.reward_head = MLP(feat, 1, config.reward_head.layers, config.reward_head.units, segments)
         self.discount_head: nn.Module | None = (
-            MLP(feat, 1, config.discount_head.layers, config.discount_head.units)
+            MLP(feat, 1, config.discount_head.layers, config.discount_head.units, segments)
             if config.pred_discount
             else None
         )
@@ -255,6 +255,15 @@ def _entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(log_probs.exp() * log_probs).sum((-2, -1)).mean()
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` is bf16 autocast on GPUs and fp32 elsewhere; ``bf16`` and ``fp32`` are kept."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"precision={precision!r}: choose 'auto', 'bf16' or 'fp32'")
+    return precision
+
+
 class WorldModelTrainer:
     """Adam + gradient clipping + optional bf16 autocast around :meth:`WorldModel.loss`."""
 
@@ -263,11 +272,7 @@ class WorldModelTrainer:
         o = model.config.optim
         self.optimizer = dreamer_adam(model.parameters(), o.lr, o.eps, o.weight_decay)
         device = next(model.parameters()).device
-        if precision == "auto":
-            precision = "bf16" if device.type == "cuda" else "fp32"
-        if precision not in ("bf16", "fp32"):
-            raise ValueError(f"precision={precision!r}: choose 'auto', 'bf16' or 'fp32'")
-        self.precision = precision
+        self.precision = resolve_precision(precision, device)
         self.device = device
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[State, dict[str, torch.Tensor]]:

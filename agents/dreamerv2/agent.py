@@ -35,7 +35,7 @@ from wmsim.bundle import Bundle
 from wmsim.config import from_dict, to_dict
 from wmsim.nn import dreamer_adam
 from wmsim.rssm import State
-from wmsim.world_model import WorldModel
+from wmsim.world_model import WorldModel, resolve_precision
 
 from .config import ActorCriticConfig
 from .networks import Actor, Critic
@@ -68,11 +68,13 @@ class ActorCritic(nn.Module):
         world_model: WorldModel,
         action_low: torch.Tensor | None = None,
         action_high: torch.Tensor | None = None,
+        precision: str = "fp32",
     ) -> None:
         super().__init__()
         self.config = config
+        self.precision = resolve_precision(precision, torch.device("cpu"))
         io = world_model.io
-        feat = world_model.config.rssm.feat_size
+        feat, segments = world_model.config.rssm.feat_size, world_model.config.rssm.feat_segments
         self.discrete = io.discrete
         self.actor = Actor(
             feat,
@@ -82,8 +84,9 @@ class ActorCritic(nn.Module):
             config.actor_units,
             min_std=config.min_std,
             dist=config.actor_dist,
+            segments=segments,
         )
-        self.critic = Critic(feat, config.critic_layers, config.critic_units)
+        self.critic = Critic(feat, config.critic_layers, config.critic_units, segments)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         low = action_low if action_low is not None else -torch.ones(io.action_size)
         high = action_high if action_high is not None else torch.ones(io.action_size)
@@ -122,16 +125,24 @@ class ActorCritic(nn.Module):
         """Roll the actor out in the world model from ``start (N, ...)`` for ``horizon`` steps.
 
         Returns ``feat (H+1, N, F)``, ``action (H, N, A)`` (actor space; ``action[t]`` taken at ``s_t``),
-        ``reward (H+1, N)``, ``discount (H+1, N)``. Index 0 is the start state: ``discount[0]`` is
-        ``gamma * (1 - is_terminal)`` when the data's flags ``is_terminal (N,)`` are given, else the head's.
+        the actor's raw outputs ``(H, N, P)`` at ``s_0 .. s_{H-1}`` (with their graph, so the update
+        needs no second actor pass), ``reward (H+1, N)`` and ``discount (H+1, N)``. Index 0 is the start
+        state: ``discount[0]`` is ``gamma * (1 - is_terminal)`` when the data's flags
+        ``is_terminal (N,)`` are given, else the head's. With REINFORCE gradients the world model
+        steps without building a graph (nothing is differentiated through it).
         """
+        through_dynamics = self.gradient != "reinforce" and torch.is_grad_enabled()
         state = start
-        feats, actions, rewards, discounts = [start.feat], [], [], []
+        feats, actions, outputs, rewards, discounts = [start.feat], [], [], [], []
         for _ in range(horizon):
-            action = self.actor(state.feat.detach()).sample()
-            state, reward, cont = world_model.step(state, self.to_model_action(action))
+            output = self.actor.net(state.feat.detach())
+            action = self.actor.policy(output).sample()
+            with torch.set_grad_enabled(through_dynamics):
+                model_action = self.to_model_action(action if through_dynamics else action.detach())
+                state, reward, cont = world_model.step(state, model_action)
             feats.append(state.feat)
             actions.append(action)
+            outputs.append(output)
             rewards.append(reward)
             discounts.append(cont * world_model.config.discount)
         if is_terminal is not None:
@@ -142,6 +153,7 @@ class ActorCritic(nn.Module):
         return (
             torch.stack(feats),
             torch.stack(actions),
+            torch.stack(outputs),
             torch.stack([reward_0, *rewards]),
             torch.stack([first_cont, *discounts]),
         )
@@ -155,14 +167,16 @@ class ActorCritic(nn.Module):
         c = self.config
         start = posts.map(lambda t: t.detach().reshape(-1, *t.shape[posts.deter.dim() - 1 :]))
         start = State(start.deter, start.stoch, start.logits)
-        with frozen(world_model):
-            feat, action, reward, discount = self.imagine(world_model, start, c.horizon, is_terminal)
-        target_value = self.target_critic(feat)
+        autocast = torch.autocast(start.deter.device.type, torch.bfloat16, enabled=self.precision == "bf16")
+        with frozen(world_model), autocast:
+            feat, action, outputs, reward, discount = self.imagine(world_model, start, c.horizon, is_terminal)
+            target_value = self.target_critic(feat).float()
+        reward, discount = reward.float(), discount.float()
         returns = lambda_returns(reward, target_value, discount, c.lambda_)  # (H, N)
         weight = torch.cumprod(discount[:-1], 0).detach()  # (H, N): prod_{k<=t} c_k
 
-        policy = self.actor(feat[:-1].detach())
-        reinforce = policy.log_prob(action) * (returns - target_value[:-1]).detach()
+        policy = self.actor.policy(outputs.float())  # pi(. | s_t) for t < H, from the imagination's pass
+        reinforce = policy.log_prob(action.detach().float()) * (returns - target_value[:-1]).detach()
         if self.gradient == "reinforce":
             objective = reinforce
         elif self.gradient == "dynamics":
@@ -176,7 +190,8 @@ class ActorCritic(nn.Module):
         actor_norm = nn.utils.clip_grad_norm_(self.actor.parameters(), c.clip)
         self.actor_opt.step()
 
-        value = self.critic(feat[:-1].detach())
+        with autocast:
+            value = self.critic(feat[:-1].detach()).float()
         critic_loss = (weight * 0.5 * (value - returns.detach()).pow(2)).mean()
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wmsim.nn import MLP, init_glorot_
+from wmsim.nn import MLP, Segments, init_glorot_
 
 from .config import ACTOR_DISTS
 
@@ -142,6 +142,7 @@ class Actor(nn.Module):
         units: int,
         min_std: float = 0.1,
         dist: str = "auto",
+        segments: Segments | None = None,
     ) -> None:
         super().__init__()
         if dist == "auto":
@@ -152,10 +153,14 @@ class Actor(nn.Module):
         self.discrete = discrete
         self.dist = dist
         self.min_std = min_std
-        self.net = init_glorot_(MLP(feat_size, action_size if discrete else 2 * action_size, layers, units))
+        outputs = action_size if discrete else 2 * action_size
+        self.net = init_glorot_(MLP(feat_size, outputs, layers, units, segments))
 
     def forward(self, feat: torch.Tensor) -> Policy:
-        out = self.net(feat)
+        return self.policy(self.net(feat))
+
+    def policy(self, out: torch.Tensor) -> Policy:
+        """The policy of the network's raw outputs ``(..., A)`` (discrete) or ``(..., 2A)``."""
         if self.dist == "onehot":
             return OneHotPolicy(out)
         mean, std = out.chunk(2, -1)
@@ -166,11 +171,12 @@ class Actor(nn.Module):
 
 
 class Critic(nn.Module):
-    """``feat (..., F) -> value (...)``, regressed on lambda-returns (unit-variance Gaussian, i.e. MSE)."""
+    """``feat (..., F) -> value (...)``, regressed on lambda-returns (unit-variance Gaussian, i.e. MSE).
+    ``segments``: the features' layout (:class:`wmsim.nn.SegmentLinear`)."""
 
-    def __init__(self, feat_size: int, layers: int, units: int) -> None:
+    def __init__(self, feat_size: int, layers: int, units: int, segments: Segments | None = None) -> None:
         super().__init__()
-        self.net = init_glorot_(MLP(feat_size, 1, layers, units))
+        self.net = init_glorot_(MLP(feat_size, 1, layers, units, segments))
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         return self.net(feat).squeeze(-1)

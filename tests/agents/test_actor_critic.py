@@ -81,7 +81,7 @@ def test_actor_critic_update_changes_only_actor_and_critic(discrete: bool, grad:
 def test_dynamics_backprop_reaches_the_actor_through_the_world_model() -> None:
     wm, agent, posts = _setup(False, "dynamics")
     start = posts.map(lambda t: t.detach().reshape(-1, *t.shape[2:]))  # type: ignore[attr-defined]
-    _, _, reward, _ = agent.imagine(wm, start, 5)
+    _, _, _, reward, _ = agent.imagine(wm, start, 5)
     # The return depends on the actor only through the actions fed to the world model.
     reward[1:].sum().backward()
     grads = [p.grad for p in agent.actor.parameters() if p.grad is not None]
@@ -95,7 +95,7 @@ def test_imagination_weights_include_the_current_discount_and_the_data_decides_t
     wm, agent, posts = _setup(True, "reinforce")
     start = posts.map(lambda t: t.detach().reshape(-1, *t.shape[2:]))  # type: ignore[attr-defined]
     is_terminal = torch.tensor([True, False] * (start.deter.shape[0] // 2))
-    _, _, _, discount = agent.imagine(wm, start, 3, is_terminal)
+    _, _, _, _, discount = agent.imagine(wm, start, 3, is_terminal)
     gamma = wm.config.discount
     assert torch.equal(discount[0], (~is_terminal).float() * gamma)
     assert not torch.equal(discount[1:], torch.zeros_like(discount[1:]))
@@ -173,3 +173,22 @@ def test_policy_round_trips_through_the_bundle(tmp_path: Path) -> None:
     save_bundle(tmp_path / "c", wm, EnvSpec.from_id("Pendulum-v1"), spaces, starts)
     with pytest.raises(ValueError, match="holds no policy"):
         agent_from_bundle(load_bundle(tmp_path / "c"))
+
+
+@pytest.mark.parametrize(("discrete", "grad"), [(True, "reinforce"), (False, "dynamics")])
+def test_actor_critic_update_is_the_same_with_the_one_hot_fast_path(discrete: bool, grad: str) -> None:
+    import copy
+
+    from wmsim.nn import dense_products
+
+    wm, agent, posts = _setup(discrete, grad)
+    twin = copy.deepcopy(agent)
+    torch.manual_seed(3)
+    fast = agent.train_step(wm, posts)  # type: ignore[arg-type]
+    torch.manual_seed(3)
+    with dense_products():
+        plain = twin.train_step(wm, posts)  # type: ignore[arg-type]
+    for key in ("actor_loss", "critic_loss", "imag_return", "actor_grad_norm", "critic_grad_norm"):
+        torch.testing.assert_close(fast[key], plain[key], atol=1e-5, rtol=1e-4)
+    for a, b in zip(agent.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)

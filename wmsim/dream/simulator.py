@@ -145,8 +145,17 @@ class DreamSimulator:
         action = torch.zeros(n, model.io.action_size, device=self.device)
         first = torch.ones(n, dtype=torch.bool, device=self.device)
         prev = prev.map(lambda t: t.to(self.deter.dtype))
+        rssm = model.config.rssm
+        noise = tuple(
+            torch.rand(n, rssm.stoch, rssm.classes, device=self.device, generator=self.generator)
+            for _ in range(2)
+        )
         post, _ = model.rssm.obs_step(
-            prev, action.to(self.deter.dtype), model.encode(obs.to(self.device)).to(self.deter.dtype), first
+            prev,
+            action.to(self.deter.dtype),
+            model.encode(obs.to(self.device)).to(self.deter.dtype),
+            first,
+            noise=noise,  # type: ignore[arg-type]
         )
         full = mask if mask is not None else torch.ones(n, dtype=torch.bool, device=self.device)
         self._reset_where(full, post.deter.to(self.deter.dtype), post.stoch.detach().to(self.deter.dtype))
