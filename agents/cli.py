@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agents.commands.quickstart",
     "agents.commands.play",
     "agents.commands.onnx",
+    "agents.commands.sweep",
 )
 
 
