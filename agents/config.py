@@ -136,6 +136,32 @@ def _dmc_proprio() -> TrainConfig:
     )
 
 
+def _atari_cpu() -> TrainConfig:
+    """The paper's Atari protocol with the CPU-sized model (:func:`wmsim.config.model_preset`
+    ``atari_cpu``): 500k agent steps (2M frames), evaluated every 25k steps (100k frames)."""
+    return dataclasses.replace(
+        _atari(),
+        steps=500_000,
+        eval_every=25_000,
+        checkpoint_every=10_000,
+        model=model_preset("atari_cpu"),
+        agent=agent_preset("atari_cpu"),
+    )
+
+
+def _dmc_vision_cpu() -> TrainConfig:
+    """The paper's DMC-from-pixels protocol with the CPU-sized model: 50k agent steps (100k frames
+    at action repeat 2), evaluated every 5k steps (10k frames)."""
+    return dataclasses.replace(
+        _dmc_vision(),
+        steps=50_000,
+        eval_every=5_000,
+        checkpoint_every=2_500,
+        model=model_preset("dmc_vision_cpu"),
+        agent=agent_preset("dmc_vision_cpu"),
+    )
+
+
 def _small() -> TrainConfig:
     return TrainConfig(
         env="CartPole-v1",
@@ -180,6 +206,8 @@ TRAIN_PRESETS: dict[str, Callable[[], TrainConfig]] = {
     "atari": _atari,
     "dmc_vision": _dmc_vision,
     "dmc_proprio": _dmc_proprio,
+    "atari_cpu": _atari_cpu,
+    "dmc_vision_cpu": _dmc_vision_cpu,
     "small": _small,
     "tiny": _tiny,
 }

@@ -167,6 +167,12 @@ class ActorCritic(nn.Module):
         c = self.config
         start = posts.map(lambda t: t.detach().reshape(-1, *t.shape[posts.deter.dim() - 1 :]))
         start = State(start.deter, start.stoch, start.logits)
+        if is_terminal is not None:
+            is_terminal = is_terminal.reshape(-1)
+        if 0 < c.imag_starts < len(start.deter):
+            chosen = torch.randperm(len(start.deter), device=start.deter.device)[: c.imag_starts]
+            start = start.map(lambda t: t[chosen])
+            is_terminal = is_terminal[chosen] if is_terminal is not None else None
         autocast = torch.autocast(start.deter.device.type, torch.bfloat16, enabled=self.precision == "bf16")
         with frozen(world_model), autocast:
             feat, action, outputs, reward, discount = self.imagine(world_model, start, c.horizon, is_terminal)
