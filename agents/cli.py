@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agents.commands.quickstart",
     "agents.commands.play",
     "agents.commands.onnx",
+    "agents.commands.sweep",
 )
 
 
@@ -104,14 +105,16 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks that print a table and write JSON")
     what = p.add_subparsers(dest="what", required=True)
-    t = what.add_parser("train", help="world-model updates/s for each preset on one device")
+    t = what.add_parser("train", help="full DreamerV2 updates/s, GFLOP/s and fraction of peak per preset")
     t.add_argument(
         "--presets",
         nargs="+",
         default=None,
-        choices=list(TRAIN_PRESETS),
-        help="default: all (with --nproc: small)",
+        choices=[*TRAIN_PRESETS, "sizes_a", "sizes_b"],
+        help="presets, or the sizes of the peer comparison (sizes_a: CartPole, sizes_b: Pong);"
+        " default: all presets (with --nproc: small)",
     )
+    t.add_argument("--plain", action="store_true", help="also time each row with the one-hot fast path off")
     t.add_argument("--device", default="auto")
     t.add_argument(
         "--nproc",
@@ -307,10 +310,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_train, format_bench
 
     presets = args.presets or list(TRAIN_PRESETS)
-    rows = bench_train(presets, resolve_device(args.device), args.precision, args.updates, args.batch_size)
-    print(format_bench(rows))
-    Path(args.json).write_text(json.dumps(rows, indent=2))
-    print(f"wrote {args.json}")
+    device = resolve_device(args.device)
+    result = bench_train(presets, device, args.precision, args.updates, args.batch_size, args.plain)
+    table = format_bench(result)
+    print(table)
+    json_path = Path(args.json)
+    json_path.write_text(json.dumps(result, indent=2))
+    json_path.with_suffix(".md").write_text(table + "\n")
+    print(f"wrote {json_path} and {json_path.with_suffix('.md')}")
     return 0
 
 

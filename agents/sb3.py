@@ -19,6 +19,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecMonitor
 
 from wmsim.bundle import Bundle
+from wmsim.data import play_episodes
 from wmsim.dream.latent_wrapper import LatentObservation
 from wmsim.dream.sb3 import DreamSB3VecEnv
 from wmsim.envs import make_env
@@ -87,19 +88,14 @@ def evaluate_in_real(
     env = make_env(bundle.env_spec, seed=seed)
     if obs_mode in ("latent", "dict"):
         env = LatentObservation(env, bundle, seed=seed, obs_mode=obs_mode)
-    returns = []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        total, steps, done = 0.0, 0, False
-        while not done:
-            if agent is None:
-                action = env.action_space.sample()
-            else:
-                action, _ = agent.predict(obs, deterministic=deterministic)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            steps += 1
-            done = terminated or truncated or (max_steps is not None and steps >= max_steps)
-        returns.append(total)
-    env.close()
-    return RealEvaluation(returns)
+    env.action_space.seed(seed)
+
+    def act(obs: Any) -> Any:
+        if agent is None:
+            return env.action_space.sample()
+        return agent.predict(obs, deterministic=deterministic)[0]
+
+    try:
+        return RealEvaluation(play_episodes(env, act, episodes, seed, max_steps=max_steps))
+    finally:
+        env.close()

@@ -146,7 +146,9 @@ class Trainer:
         self.agent: ActorCritic | None = None
         if config.learn_policy:
             low, high = _action_bounds(self.env.action_space)
-            self.agent = ActorCritic(config.agent, self.model, low, high).to(self.device)
+            self.agent = ActorCritic(
+                config.agent, self.model, low, high, precision=self.trainer.precision
+            ).to(self.device)
         if self.dist.enabled:
             torch.manual_seed(self.seed)  # ranks sample different latents and actions
         self.eval_returns: list[tuple[int, float]] = []
@@ -312,10 +314,13 @@ class Trainer:
 
     def _train_phase(self, updates: int, metrics: list[dict[str, torch.Tensor]]) -> None:
         for _ in range(updates):
-            batch = self.replay.sample(self.local_batch, self.config.seq_len)
-            posts, step_metrics = self.trainer.train_step(batch_to_torch(batch, self.device))
+            sample = self.replay.sample(
+                self.local_batch, self.config.seq_len, prioritize_ends=self.config.prioritize_ends
+            )
+            batch = batch_to_torch(sample, self.device)
+            posts, step_metrics = self.trainer.train_step(batch)
             if self.agent is not None:
-                step_metrics.update(self.agent.train_step(self.model, posts))
+                step_metrics.update(self.agent.train_step(self.model, posts, batch["is_terminal"]))
             metrics.append(step_metrics)
             self.updates += 1
 

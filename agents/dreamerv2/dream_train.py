@@ -80,7 +80,8 @@ def train_in_world_model(
     start = time.perf_counter()
     for _ in bar:
         if data is not None:
-            metrics = agent.train_step(sim.model, real_posteriors(sim.model, data, batch_size, seq_len))
+            posts, is_terminal = real_posteriors(sim.model, data, batch_size, seq_len)
+            metrics = agent.train_step(sim.model, posts, is_terminal)
             continue
         states = State(sim.deter, sim.stoch, sim.stoch)
         metrics = agent.train_step(sim.model, states)
@@ -144,12 +145,15 @@ def open_replay_for(bundle: Bundle, directory: str | Path, seed: int) -> Replay:
 
 
 @torch.no_grad()
-def real_posteriors(model: WorldModel, replay: Replay, batch_size: int, seq_len: int) -> State:
-    """The model's posterior states ``(B, T, ...)`` of ``batch_size`` real windows of ``seq_len`` steps."""
+def real_posteriors(
+    model: WorldModel, replay: Replay, batch_size: int, seq_len: int
+) -> tuple[State, torch.Tensor]:
+    """The model's posterior states ``(B, T, ...)`` of ``batch_size`` real windows of ``seq_len`` steps,
+    with the windows' ``is_terminal`` flags ``(B, T)``."""
     model.eval()
     batch = batch_to_torch(replay.sample(batch_size, seq_len), next(model.parameters()).device)
     posts, _ = model.observe(batch)
-    return posts
+    return posts, batch["is_terminal"]
 
 
 def _bounds(bundle: Bundle) -> tuple[torch.Tensor | None, torch.Tensor | None]:
