@@ -50,6 +50,13 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         help="train only the actor-critic inside this bundle's world model (no real env)",
     )
     p.add_argument("--dream-updates", type=int, default=2000, help="actor-critic updates with --dream")
+    p.add_argument(
+        "--dream-eval-every",
+        type=int,
+        default=0,
+        help="with --dream: every N updates play 5 real episodes and compare the critic's values with the"
+        " discounted returns that followed (0: never)",
+    )
     p.add_argument("--dream-pool", type=int, default=512, help="parallel dreamed episodes with --dream")
     p.add_argument(
         "--dream-replay",
@@ -226,8 +233,16 @@ def _train_dream(args: argparse.Namespace, config: TrainConfig) -> int:
         device=resolve_device(config.device),
         seed=config.seed,
         progress=not args.quiet,
+        eval_every=args.dream_eval_every,
     )
     print(f"trained the actor-critic for {result.updates} updates in the dream of {args.dream}")
+    if result.curve:
+        print("updates  real return  critic value  discounted return (real episodes, policy mode)")
+        for row in result.curve:
+            print(
+                f"{row['updates']:>7.0f}  {row['real_return']:>11.1f}  {row['critic_value']:>12.2f}"
+                f"  {row['discounted_return']:>17.2f}"
+            )
     print(f"bundle with policy: {result.bundle}  (play it: wmsim eval {result.bundle})")
     return 0
 
