@@ -60,7 +60,7 @@ def sample_one_hot(logits: torch.Tensor, noise: torch.Tensor | None = None) -> t
     probs = torch.softmax(logits, -1)
     if noise is None:
         with torch.no_grad():
-            uniform = torch.rand(probs.shape[:-1], dtype=probs.dtype, device=probs.device).unsqueeze(-1)
+            uniform = torch.rand_like(probs[..., :1])
             below = probs.cumsum(-1) <= uniform * probs.sum(-1, keepdim=True)
             index = below.sum(-1).clamp(max=logits.shape[-1] - 1)
     else:
