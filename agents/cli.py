@@ -78,6 +78,12 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--horizon", type=int, default=50)
     p.add_argument("--seed", type=int, default=10_000, help="seed of the first held-out episode")
     p.add_argument("--max-steps", type=int, default=500, help="longest held-out episode, in agent steps")
+    p.add_argument(
+        "--behaviour",
+        default="random",
+        choices=["random", "scripted", "mixed"],
+        help="who plays the held-out episodes (scripted players score points random play never does)",
+    )
     p.add_argument("--out", default=None, help="folder for openloop.png/json (default: the bundle)")
     p.add_argument("--device", default="auto")
 
@@ -308,6 +314,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         horizon=args.horizon,
         max_steps=args.max_steps,
         figure=out / "openloop.png",
+        behaviour=args.behaviour,
     )
     (out / "openloop.json").write_text(result.to_json())
     print(format_table(result))
