@@ -12,6 +12,7 @@ environments and the actor-critic's imagination both call.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,8 @@ from torch import nn
 from .config import WorldModelConfig
 from .nn import MLP, ConvDecoder, ConvEncoder, dreamer_adam, init_glorot_
 from .rssm import RSSM, State, kl_balance_loss
+
+log = logging.getLogger(__name__)
 
 #: How far (on [0, 1]) a pixel must lie from the median frame to count as part of an object.
 OBJECT_THRESHOLD = 0.08
@@ -255,10 +258,24 @@ def _entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(log_probs.exp() * log_probs).sum((-2, -1)).mean()
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` is bf16 autocast on GPUs and fp32 elsewhere; ``bf16`` and ``fp32`` are kept."""
+def native_bf16_cpu() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), as oneDNN uses it."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def resolve_precision(precision: str, device: torch.device, image: bool = False) -> str:
+    """``auto`` is bf16 autocast on GPUs, and on CPUs for image models where the CPU multiplies
+    bfloat16 natively (the convolutions then run about 1.5 times faster); fp32 elsewhere (on CPUs
+    without native bf16, with one log line). ``bf16`` and ``fp32`` are kept as asked."""
     if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        if device.type == "cuda":
+            return "bf16"
+        if device.type == "cpu" and image:
+            if native_bf16_cpu():
+                return "bf16"
+            log.info("this CPU has no native bfloat16 (AVX512-BF16 or AMX): training in fp32")
+        return "fp32"
     if precision not in ("bf16", "fp32"):
         raise ValueError(f"precision={precision!r}: choose 'auto', 'bf16' or 'fp32'")
     return precision
@@ -272,7 +289,7 @@ class WorldModelTrainer:
         o = model.config.optim
         self.optimizer = dreamer_adam(model.parameters(), o.lr, o.eps, o.weight_decay)
         device = next(model.parameters()).device
-        self.precision = resolve_precision(precision, device)
+        self.precision = resolve_precision(precision, device, image=model.io.image)
         self.device = device
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[State, dict[str, torch.Tensor]]:
