@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .fileio import interrupted_swap
 
 FORMAT = "wmsim-bundle"
 FORMAT_VERSION = 1
@@ -34,6 +35,12 @@ def read_bundle_config(directory: str | os.PathLike) -> dict[str, Any]:
     """The validated ``config.json`` of a bundle directory."""
     path = Path(directory)
     if not path.is_dir():
+        staged = interrupted_swap(path)
+        if staged is not None:
+            raise BundleError(
+                f"no bundle directory at {path}: a command writing it was interrupted and left the new"
+                f" bundle in {staged}: rerun that command (or rename {staged.name} to {path.name})"
+            )
         raise BundleError(f"no bundle directory at {path}: pass the folder that holds {CONFIG_FILE}")
     config_path = path / CONFIG_FILE
     if not config_path.is_file():

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,28 +153,6 @@ def graph_specs(dims: ModelDims) -> dict[str, GraphSpec]:
         ),
     ]
     return {spec.name: spec for spec in specs}
-
-
-# ---------------------------------------------------------------------------------------------- files
-def atomic_write(target: Path, write: Callable[[Path], Any]) -> None:
-    """Write ``target`` through a temporary file in the same folder, fsync it and rename it into place
-    (a crash never leaves a half-written file)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; bundles are shared files
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_json_atomic(target: Path, data: dict[str, Any]) -> None:
-    atomic_write(target, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True)))
 
 
 # ---------------------------------------------------------------------------------------------- records
