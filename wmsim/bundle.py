@@ -37,6 +37,7 @@ from .bundle_format import (
     WEIGHTS_FILE,
     BundleError,
     file_sha256,
+    nonfinite_error,
     read_bundle_config,
 )
 from .config import WorldModelConfig, from_dict, to_dict
@@ -195,6 +196,7 @@ def load_bundle(directory: str | os.PathLike, device: torch.device | str = "cpu"
     expected = {name: _stored(t, storage) for name, t in model.state_dict().items()}
     _check_tensors(path / WEIGHTS_FILE, weights, expected)
     _verify_checksum(path / WEIGHTS_FILE, config)
+    _check_finite(path / WEIGHTS_FILE, weights)
     model.load_state_dict(weights, strict=True)
     starts = _load_safetensors(path / START_STATES_FILE)
     n = int(config.get("num_start_states", starts.get("deter", torch.empty(0)).shape[0]))
@@ -205,12 +207,14 @@ def load_bundle(directory: str | os.PathLike, device: torch.device | str = "cpu"
     }
     _check_tensors(path / START_STATES_FILE, starts, expected)
     _verify_checksum(path / START_STATES_FILE, config)
+    _check_finite(path / START_STATES_FILE, starts)
     if n and (starts["stoch"].min() < 0 or starts["stoch"].max() >= model_config.rssm.classes):
         raise BundleError(f"{path / START_STATES_FILE}: stoch class indices outside [0, classes)")
     policy_tensors, policy_config = None, None
     if "policy" in config:
         policy_tensors = _load_safetensors(path / POLICY_FILE)
         _verify_checksum(path / POLICY_FILE, config)
+        _check_finite(path / POLICY_FILE, policy_tensors)
         policy_config = config["policy"]
     model.to(device).eval()
     return Bundle(
@@ -233,6 +237,13 @@ def _verify_checksum(file: Path, config: dict[str, Any]) -> None:
             " changed after saving; download or export the bundle again (or rerun the command that wrote"
             " it, if it was interrupted)"
         )
+
+
+def _check_finite(file: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse floating-point tensors holding NaN or infinity (a diverged or tampered model)."""
+    bad = [n for n, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise nonfinite_error(file, bad)
 
 
 def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:

@@ -331,7 +331,8 @@ def export_onnx(
     for name, module in modules.items():
         spec = specs[name]
         entry = export_graph(module, spec, bundle, target / spec.file_name, opset, verify)
-        entry["file"] = os.path.relpath(target / spec.file_name, path if in_bundle else target)
+        relative = os.path.relpath(target / spec.file_name, path if in_bundle else target)
+        entry["file"] = Path(relative).as_posix()
         graphs[name] = entry
     source = {WEIGHTS_FILE: file_sha256(path / WEIGHTS_FILE)}
     if "policy" in graphs:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .bundle_format import CONFIG_FILE, BundleError
+from .bundle_format import CONFIG_FILE, BundleError, bundle_file
 
 RECORD_KEY = "onnx"
 RECORD_FILE = "onnx.json"
@@ -173,7 +173,8 @@ class OnnxRecord:
         return name in self.graphs
 
     def path(self, name: str) -> Path:
-        return self.root / str(self.graphs[name]["file"])
+        """Where graph ``name`` is: its recorded file, which must lie inside :attr:`root`."""
+        return bundle_file(self.root, self.graphs[name].get("file"), self.source)
 
 
 def find_record(bundle_dir: Path, config: dict[str, Any], onnx_dir: str | os.PathLike | None) -> OnnxRecord:
@@ -211,6 +212,10 @@ def _checked(record: OnnxRecord, fix: str) -> OnnxRecord:
             f"{record.source}: ONNX record version {data.get('format_version')!r}; this wmsim reads"
             f" version {RECORD_VERSION}: {fix}"
         )
+    for name, graph in record.graphs.items():
+        if not isinstance(graph, dict):
+            raise OnnxGraphError(f"{record.source}: the ONNX record of graph {name!r} is malformed: {fix}")
+        record.path(name)  # refuses a file outside the folder before anything opens it
     return record
 
 

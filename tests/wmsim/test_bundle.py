@@ -3,6 +3,7 @@ with a message naming the file and the fix."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -141,6 +142,49 @@ HOSTILE = {
         r"start_states\.safetensors does not match its config\.json: missing tensors",
     ),
 }
+
+
+def _nan_weights_with_a_valid_checksum(path: Path) -> None:
+    _rewrite_weights(path, lambda t: t[GRU].fill_(float("nan")))
+    digest = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
+    _edit_config(path, lambda c: c["checksums"].update({"model.safetensors": digest}))
+
+
+def _onnx_record(file: str) -> dict:
+    graph = {"file": file, "sha256": "0" * 64, "inputs": [], "outputs": []}
+    return {"format_version": 1, "opset": 17, "graphs": {"transition": graph}}
+
+
+HOSTILE.update(
+    {
+        "non-finite weights with a valid checksum": (
+            _nan_weights_with_a_valid_checksum,
+            r"model\.safetensors: tensor\(s\) \['rssm\.gru\.linear\.weight'\] hold NaN or infinite values",
+        ),
+        "negative number of start states": (
+            lambda p: _edit_config(p, lambda c: c.update({"num_start_states": -3})),
+            r"num_start_states=-3 must be an integer >= 0",
+        ),
+        "onnx graph above the bundle": (
+            lambda p: _edit_config(p, lambda c: c.update({"onnx": _onnx_record("../../x.onnx")})),
+            r"names the file '\.\./\.\./x\.onnx', which is not a path inside the bundle folder",
+        ),
+        "onnx graph at an absolute path": (
+            lambda p: _edit_config(p, lambda c: c.update({"onnx": _onnx_record("/etc/shadow")})),
+            r"names the file '/etc/shadow', which is not a path inside the bundle folder",
+        ),
+        "onnx graph escaping through a subfolder": (
+            lambda p: _edit_config(
+                p, lambda c: c.update({"onnx": _onnx_record("onnx/../../../proc/self/environ")})
+            ),
+            r"'onnx/\.\./\.\./\.\./proc/self/environ', which is not a path inside the bundle folder",
+        ),
+        "onnx graph with a backslash escape": (
+            lambda p: _edit_config(p, lambda c: c.update({"onnx": _onnx_record("..\\..\\x.onnx")})),
+            r"which is not a path inside the bundle folder",
+        ),
+    }
+)
 
 
 def _flip(data: bytes) -> bytes:

@@ -29,7 +29,14 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from ..bundle_format import START_STATES_FILE, WEIGHTS_FILE, BundleError, file_sha256, read_bundle_config
+from ..bundle_format import (
+    START_STATES_FILE,
+    WEIGHTS_FILE,
+    BundleError,
+    file_sha256,
+    nonfinite_error,
+    read_bundle_config,
+)
 from ..envs.spaces import space_from_dict
 from ..onnx_format import (
     EXPORT_HINT,
@@ -200,6 +207,8 @@ class OrtModel:
                 f"{file} does not match its config.json: expected deter float32 (N, {d.deter}) and stoch"
                 f" int64 (N, {d.stoch}); re-export the bundle"
             )
+        if not np.isfinite(deter).all():
+            raise nonfinite_error(file, ["deter"])
         if len(stoch) and (stoch.min() < 0 or stoch.max() >= d.classes):
             raise BundleError(f"{file}: stoch class indices outside [0, classes)")
         one_hot = np.eye(d.classes, dtype=np.float32)[stoch].reshape(len(stoch), -1)
