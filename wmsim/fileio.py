@@ -31,6 +31,8 @@ TMP_SUFFIX = ".tmp"
 OLD_SUFFIX = ".old"
 #: Names of temporaries: ``.<name>.<hex>.tmp`` / ``.old`` (this module) and ``.tmp-*`` (older writers).
 TEMPORARY = re.compile(r"^\.(tmp-.*|.+\.tmp|.+\.[0-9a-f]{12}\.old)$")
+#: A directory renamed aside by :func:`atomic_directory`: ``.<name>.<hex>.old``.
+SWAPPED_ASIDE = re.compile(r"^\.(.+)\.[0-9a-f]{12}\.old$")
 
 
 class WriteError(OSError):
@@ -205,13 +207,17 @@ def interrupted_swap(target: str | os.PathLike[str]) -> Path | None:
 
 
 def remove_temporaries(folder: str | os.PathLike[str], names: Iterable[str] | None = None) -> list[Path]:
-    """Delete the temporaries of killed atomic writes in ``folder`` (not recursive); ``names`` limits it
-    to the temporaries of those targets. Call it only where no other process is writing. Returns what
-    was deleted."""
+    """Clean up after killed atomic writes in ``folder`` (not recursive): finish the folder swaps a kill
+    interrupted (:func:`recover_directory`), then delete the temporaries; ``names`` limits it to those
+    targets. Call it only where no other process is writing. Returns what was deleted."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     wanted = None if names is None else tuple(f".{name}." for name in names)
+    for aside in list(folder.glob(f"*{OLD_SUFFIX}")):
+        match = SWAPPED_ASIDE.match(aside.name)
+        if match and (wanted is None or aside.name.startswith(wanted)):
+            recover_directory(folder / match.group(1))
     removed = []
     for entry in folder.iterdir():
         if not is_temporary(entry.name) or (wanted is not None and not entry.name.startswith(wanted)):
