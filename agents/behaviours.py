@@ -103,6 +103,8 @@ MIXED_GIVE_UP = 1.0 / 250.0
 #: about two points for each it scores, and giving up turned most of a Pong dataset into random play
 #: (mean return -19.9 over 60k steps).
 MIXED_GIVE_UP_PER_ENV: dict[str, float] = {"atari/Pong": 0.0}
+#: The behaviours :func:`behaviour_for` knows.
+BEHAVIOURS = ("random", "scripted", "mixed")
 
 
 def behaviour_for(kind: str, env_id: str, env: gym.Env, episode: int, rng: np.random.Generator) -> Behaviour:

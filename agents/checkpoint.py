@@ -21,9 +21,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from wmsim.bundle import write_safetensors
 from wmsim.fileio import (
     atomic_directory,
     atomic_write,
@@ -109,7 +110,7 @@ def save_checkpoint(
         tensors[f"extra/{key}"] = value.detach().cpu().contiguous()
 
     def write(folder: Path) -> None:
-        save_file(tensors, str(folder / MODULES_FILE))
+        write_safetensors(tensors, folder / MODULES_FILE)
         (folder / STATE_FILE).write_text(json.dumps({"step": step, "state": state, "optimizers": optim_meta}))
 
     final = atomic_directory(root / checkpoint_name(step), write)

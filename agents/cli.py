@@ -17,7 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hub import HubError
-from wmsim.config import add_config_arguments, apply_overrides, flat_items
+from wmsim.config import add_config_arguments, apply_overrides, flat_items, int_at_least
+from wmsim.fileio import describe_os_error
 
 from .config import TRAIN_PRESETS, TrainConfig, train_preset
 
@@ -48,8 +49,12 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         metavar="MODEL",
         help="train only the actor-critic inside this bundle's world model (no real env)",
     )
-    p.add_argument("--dream-updates", type=int, default=2000, help="actor-critic updates with --dream")
-    p.add_argument("--dream-pool", type=int, default=512, help="parallel dreamed episodes with --dream")
+    p.add_argument(
+        "--dream-updates", type=int_at_least(1), default=2000, help="actor-critic updates with --dream"
+    )
+    p.add_argument(
+        "--dream-pool", type=int_at_least(1), default=512, help="parallel dreamed episodes with --dream"
+    )
     p.add_argument(
         "--dream-replay",
         default=None,
@@ -65,11 +70,13 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="open-loop evaluation of a bundle on held-out real episodes")
     p.add_argument("bundle", help="a bundle directory (e.g. runs/x/bundle)")
-    p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--context", type=int, default=5)
-    p.add_argument("--horizon", type=int, default=50)
+    p.add_argument("--episodes", type=int_at_least(1), default=10)
+    p.add_argument("--context", type=int_at_least(1), default=5)
+    p.add_argument("--horizon", type=int_at_least(1), default=50)
     p.add_argument("--seed", type=int, default=10_000, help="seed of the first held-out episode")
-    p.add_argument("--max-steps", type=int, default=500, help="longest held-out episode, in agent steps")
+    p.add_argument(
+        "--max-steps", type=int_at_least(1), default=500, help="longest held-out episode, in agent steps"
+    )
     p.add_argument("--out", default=None, help="folder for openloop.png/json (default: the bundle)")
     p.add_argument("--device", default="auto")
 
@@ -86,7 +93,7 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
         help="what the SB3 policy observes (latent: through the model's posterior)",
     )
     p.add_argument("--env", default=None, help="the real env id (default: the bundle's; must match it)")
-    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--episodes", type=int_at_least(1), default=10)
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     p.add_argument("--sample", action="store_true", help="sample actions instead of the policy's mode")
     p.add_argument("--video", default=None, help="write the first episode's frames here (GIF/MP4)")
@@ -372,10 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.update(HANDLERS)
     try:
         return commands[args.command](args)
-    except (ValueError, FileNotFoundError, HubError) as exc:
+    except (ValueError, OSError, HubError) as exc:
         if args.verbose:
             raise
-        print(f"wmsim {args.command}: error: {exc}", file=sys.stderr)
+        message = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+        print(f"wmsim {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume from the last checkpoint", file=sys.stderr)

@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 
 from wmsim.bundle import Bundle
+from wmsim.config import check_at_least
 from wmsim.dream.latent_wrapper import LatentObservation
 from wmsim.envs import EnvSpec, describe_spaces, make_env
 from wmsim.registry import resolve_model
@@ -52,6 +53,7 @@ def evaluate_policy_in_real(
     """Play ``episodes`` real episodes (seeds ``seed, seed+1, ...``); returns a dict with the returns,
     their mean and std. ``video``: write the first episode's observations (image envs) as a video.
     ``random=True`` plays a uniformly random policy (seeded), the baseline of a transfer table."""
+    check_at_least("episodes", episodes, 1)
     bundle = resolve_model(model)
     env = _real_env(bundle, env_id, seed)
     recorder: _FirstEpisodeFrames | None = None

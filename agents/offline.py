@@ -33,6 +33,8 @@ from wmsim.bundle import encode_start_states, save_bundle
 from wmsim.config import (
     LossConfig,
     WorldModelConfig,
+    check_at_least,
+    check_choice,
     from_dict,
     model_preset,
     to_dict,
@@ -43,7 +45,7 @@ from wmsim.envs import EnvSpec, describe_spaces, make_env
 from wmsim.fileio import atomic_write_json, ensure_directory
 from wmsim.world_model import IOSpec, WorldModel, WorldModelTrainer, batch_to_torch
 
-from .behaviours import behaviour_for
+from .behaviours import BEHAVIOURS, behaviour_for
 from .checkpoint import (
     METRICS_FILE,
     latest_checkpoint,
@@ -76,6 +78,20 @@ class PretrainConfig:
     checkpoint_every: int = field(default=500, metadata={"help": "updates between checkpoints"})
     start_states: int = field(default=256, metadata={"help": "episode starts kept for the bundle"})
     model: WorldModelConfig = field(default_factory=lambda: model_preset("small"))
+
+    def __post_init__(self) -> None:
+        for name, low in (
+            ("seq_len", 2),
+            ("batch_size", 1),
+            ("updates", 1),
+            ("checkpoint_every", 1),
+            ("start_states", 1),
+        ):
+            check_at_least(name, getattr(self, name), low)
+        check_at_least("data_steps", self.data_steps, self.seq_len, "seq_len")
+        check_choice("behaviour", self.behaviour, BEHAVIOURS)
+        if self.env_obs not in ("", "pixels", "state"):
+            raise ValueError(f"env_obs={self.env_obs!r}: choose 'pixels', 'state' or leave empty")
 
 
 LOSS_STAGES = "loss_stages"

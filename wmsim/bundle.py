@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,7 @@ def save_bundle(
 
     def write(folder: Path) -> None:
         for name, values in tensors.items():
-            save_file(values, str(folder / name), metadata={"format": FORMAT})
+            write_safetensors(values, folder / name, metadata={"format": FORMAT})
         config["checksums"] = {name: file_sha256(folder / name) for name in tensors}
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
         if card:
@@ -171,6 +172,21 @@ def save_bundle(
 
     atomic_directory(directory, write, carry_over=lambda name: name not in written)
     return Path(directory)
+
+
+def write_safetensors(
+    tensors: dict[str, torch.Tensor], file: Path, metadata: dict[str, str] | None = None
+) -> None:
+    """``safetensors.torch.save_file``, with its I/O failures (a full disk, a read-only folder) raised as
+    :class:`OSError`, so the writers above turn them into an error naming the path."""
+    try:
+        save_file(tensors, str(file), metadata=metadata)
+    except SafetensorError as exc:
+        match = re.search(r"os error (\d+)", str(exc))
+        if match is None:
+            raise
+        code = int(match.group(1))
+        raise OSError(code, os.strerror(code), str(file)) from exc
 
 
 def _stored(tensor: torch.Tensor, storage: torch.dtype) -> torch.Tensor:

@@ -36,7 +36,21 @@ SWAPPED_ASIDE = re.compile(r"^\.(.+)\.[0-9a-f]{12}\.old$")
 
 
 class WriteError(OSError):
-    """A file or directory could not be written (read-only folder, full disk, a file in the way)."""
+    """A file or directory could not be written (read-only folder, full disk, a file in the way); the
+    message names the path."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno  # type: ignore[misc]
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a file system error: the path and the reason (``str`` of an OSError shows
+    ``[Errno N]`` first and may hide which path)."""
+    if isinstance(exc, WriteError) or not exc.strerror:
+        return str(exc)
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    return f"{paths}: {exc.strerror}" if paths else exc.strerror
 
 
 def _temporary(target: Path, suffix: str) -> Path:
@@ -70,8 +84,8 @@ def _fsync_file(path: Path) -> None:
 def _write_error(target: Path, exc: OSError) -> WriteError:
     reason = exc.strerror or str(exc)
     return WriteError(
-        exc.errno or 0,
         f"cannot write {target}: {reason} (check that the folder is writable and the disk has room)",
+        exc.errno,
     )
 
 
@@ -80,7 +94,7 @@ def ensure_directory(path: str | os.PathLike[str], what: str = "folder") -> Path
     or the location is not writable."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise WriteError(0, f"{what} {path} is a file, not a folder: pass a folder path")
+        raise WriteError(f"{what} {path} is a file, not a folder: pass a folder path")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -144,7 +158,7 @@ def atomic_directory(
     if target.is_symlink():
         target = target.resolve()
     if target.exists() and not target.is_dir():
-        raise WriteError(0, f"{target} is a file, not a folder: pass a folder path")
+        raise WriteError(f"{target} is a file, not a folder: pass a folder path")
     ensure_directory(target.parent)
     recover_directory(target)
     remove_temporaries(target.parent, names=[target.name])

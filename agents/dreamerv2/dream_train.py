@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from wmsim.bundle import Bundle, save_bundle
-from wmsim.config import to_dict
+from wmsim.config import check_at_least, to_dict
 from wmsim.dream import DreamSimulator
 from wmsim.rssm import State
 from wmsim.world_model import WorldModel, batch_to_torch
@@ -67,6 +67,8 @@ def train_in_world_model(
     ``replay`` (a replay directory of the model's env) when given, otherwise from ``pool`` parallel
     dreamed episodes (see the module docstring).
     """
+    check_at_least("updates", updates, 1)
+    check_at_least("pool", pool, 1)
     if bundle.path is None and out is None:
         raise ValueError("the bundle was not loaded from a directory: pass out=<directory>")
     torch.manual_seed(seed)

@@ -40,15 +40,16 @@ pathlib.Path.write_text = write_text
 """
 KILL_IN_SECOND_CHECKPOINT = """
 import os
-import agents.checkpoint as checkpoint
-real = checkpoint.save_file
+import wmsim.bundle as bundle
+real = bundle.save_file
 calls = []
 def save_file(tensors, path, *args, **kwargs):
-    calls.append(path)
     real(tensors, path, *args, **kwargs)
-    if len(calls) == 2:
-        os._exit(9)  # the tensors are written, the state and the rename are not
-checkpoint.save_file = save_file
+    if "modules.safetensors" in str(path):
+        calls.append(path)
+        if len(calls) == 2:
+            os._exit(9)  # the tensors are written, the state and the rename are not
+bundle.save_file = save_file
 """
 KILL_IN_SECOND_BUNDLE = """
 import os

@@ -599,3 +599,20 @@ def test_graph_files_outside_the_bundle_are_refused_before_opening(
         messages.append(str(error.value))
     assert messages[0] == messages[1], "the error must not reveal whether the outside file exists"
     assert not any("elsewhere" in name for name in opened)
+
+
+def test_bad_time_limits_and_observations_get_the_torch_backends_errors(
+    exported: dict[str, Path], cartpole_bundle: Bundle
+) -> None:
+    for time_limit in (-1, 0):
+        with pytest.raises(ValueError) as ort_error:
+            OrtDreamVectorEnv(exported["cartpole"], 2, time_limit=time_limit)
+        with pytest.raises(ValueError) as torch_error:
+            DreamVectorEnv(cartpole_bundle, 2, time_limit=time_limit)
+        assert str(ort_error.value) == str(torch_error.value)
+    real = np.full((2, 4), np.nan, np.float32)
+    with pytest.raises(ValueError, match="contains NaN or inf") as ort_error:
+        OrtDreamVectorEnv(exported["cartpole"], 2, seed=0).reset(options={"observation": real})
+    with pytest.raises(ValueError) as torch_error:
+        DreamVectorEnv(cartpole_bundle, 2, seed=0).reset(options={"observation": real})
+    assert str(ort_error.value) == str(torch_error.value)

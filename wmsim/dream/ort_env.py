@@ -48,7 +48,7 @@ from ..onnx_format import (
     find_record,
     graph_specs,
 )
-from .actions import check_actions, check_reset
+from .actions import check_actions, check_reset, check_time_limit
 from .single import SingleDreamEnv
 
 OBS_MODES = ("latent", "pixels", "dict")
@@ -354,6 +354,7 @@ class OrtDreamVectorEnv(gym.vector.VectorEnv):
             raise ValueError(f"autoreset={autoreset!r}: choose one of {AUTORESET_MODES}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode={render_mode!r}: dreams render 'rgb_array' frames (or None)")
+        time_limit = check_time_limit(time_limit)
         self.model = OrtModel(
             model, device=str(device), providers=providers, onnx_dir=onnx_dir, threads=threads
         )

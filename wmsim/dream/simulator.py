@@ -17,6 +17,7 @@ import torch
 from ..bundle import Bundle
 from ..rssm import State
 from ..world_model import WorldModel
+from .actions import check_time_limit
 
 OBS_MODES = ("latent", "pixels", "dict")
 TERMINATION_MODES = ("threshold", "sample")
@@ -68,6 +69,7 @@ class DreamSimulator:
             raise ValueError(f"termination={termination!r}: choose one of {TERMINATION_MODES}")
         if autoreset not in AUTORESET_MODES:
             raise ValueError(f"autoreset={autoreset!r}: choose one of {AUTORESET_MODES}")
+        time_limit = check_time_limit(time_limit)
         if len(bundle.start_states) == 0:
             raise ValueError("the bundle holds no start states: it cannot start a dream")
         self.device = torch.device(device)
