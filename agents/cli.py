@@ -84,7 +84,13 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
 def _eval_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="play a policy (the bundle's, or an SB3 zip) in the real env")
     p.add_argument("model", help="a bundle directory (or known model name)")
-    p.add_argument("--sb3", default=None, metavar="ZIP", help="an SB3 model zip trained in the dream")
+    p.add_argument(
+        "--sb3",
+        default=None,
+        metavar="ZIP",
+        help="an SB3 model zip trained in the dream. SB3 unpickles it, so a crafted zip runs code:"
+        " load only zips you trust (such as the ones you trained)",
+    )
     p.add_argument("--algo", default="PPO", help="the SB3 algorithm of --sb3 (PPO, A2C; SAC is detected)")
     p.add_argument(
         "--obs-mode",

@@ -124,7 +124,10 @@ def evaluate_policy_in_real(
 
 
 def load_sb3(path: str, algo: str, algorithms: dict[str, Any]) -> Any:
-    """Load an SB3 zip with SB3's own loader (``algo`` names the class; SAC zips are recognised)."""
+    """Load an SB3 zip with SB3's own loader (``algo`` names the class; SAC zips are recognised).
+
+    SB3 unpickles parts of the zip, so a crafted zip runs code: load only zips you trust (the ones you
+    trained). Bundles are different: they are safetensors + JSON and never unpickled."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"no SB3 model at {path}: pass the .zip written by model.save()")
     import zipfile

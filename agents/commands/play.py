@@ -48,7 +48,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     w.add_argument(
         "--policy",
         default="bundle",
-        help="'bundle' (the bundle's DreamerV2 actor, default), 'random', or an SB3 model .zip",
+        help="'bundle' (the bundle's DreamerV2 actor, default), 'random', or an SB3 model .zip (SB3"
+        " unpickles it, so a crafted zip runs code: load only zips you trust)",
     )
     w.add_argument("--algo", default="PPO", help="the SB3 algorithm of a --policy zip (SAC is detected)")
     w.add_argument(
