@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from wmsim.config import add_config_arguments, apply_overrides, flat_items, int_at_least
+
+if TYPE_CHECKING:
+    from ..offline import PretrainConfig
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
@@ -51,16 +55,23 @@ def run_add_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
+def config_from_args(args: argparse.Namespace) -> PretrainConfig:
+    """The ``--preset`` model with every option the user typed applied on top."""
     import dataclasses
 
     from wmsim.config import model_preset
 
-    from ..offline import OfflinePretrainer, PretrainConfig
+    from ..offline import PretrainConfig
 
     config = dataclasses.replace(PretrainConfig(), model=model_preset(args.preset))
     overrides = {k: getattr(args, k) for k in flat_items(config) if getattr(args, k, None) is not None}
-    config = apply_overrides(config, overrides)
+    return apply_overrides(config, overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..offline import OfflinePretrainer
+
+    config = config_from_args(args)
     trainer = OfflinePretrainer(config, progress=not args.quiet)
     stats = trainer.collect()
     print(
