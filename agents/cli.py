@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hub import HubError
 from wmsim.config import add_config_arguments, apply_overrides, flat_items, int_at_least
-from wmsim.fileio import describe_os_error
+from wmsim.fileio import atomic_write_text, describe_os_error, ensure_directory
 
 from .config import TRAIN_PRESETS, TrainConfig, train_preset
 
@@ -292,8 +292,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .train import evaluate_model
 
     bundle = load_bundle(args.bundle, device=resolve_device(args.device))
-    out = Path(args.out) if args.out else Path(args.bundle)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_directory(Path(args.out) if args.out else Path(args.bundle), "--out")
     result = evaluate_model(
         bundle.model,
         bundle.env_spec,
@@ -304,7 +303,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         figure=out / "openloop.png",
     )
-    (out / "openloop.json").write_text(result.to_json())
+    atomic_write_text(out / "openloop.json", result.to_json())
     print(format_table(result))
     print(f"wrote {out / 'openloop.png'} and {out / 'openloop.json'}")
     return 0
