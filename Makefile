@@ -9,11 +9,15 @@ setup:
 demo: setup
 	MUJOCO_GL=egl .venv/bin/wmsim quickstart --env Pong --seed 1 --out runs/quickstart
 
+# Lint, types, and the direction of imports (hub <- wmsim <- agents; import-linter's contracts in
+# pyproject.toml).
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 
-# Lint, type-check, then the whole test suite (slow learning tests included).
+# Lint, type-check, then the whole test suite (slow learning tests included), with the torch-free
+# venv that setup builds (wmsim[onnx] only) for the install test.
 test: lint
-	MUJOCO_GL=egl .venv/bin/python -m pytest
+	WMSIM_ONNX_PYTHON=.venv-onnx/bin/python MUJOCO_GL=egl .venv/bin/python -m pytest

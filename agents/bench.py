@@ -1,9 +1,14 @@
-"""``wmsim bench train``: world-model gradient updates per second for each preset on one device, and
-(``--nproc``) data-parallel scaling against the number of torchrun ranks.
+"""``wmsim bench train``: full DreamerV2 gradient updates per second (world model, then the actor-critic
+imagining from every posterior state of the batch) for each preset and for the sizes of the peer
+comparison, with the arithmetic of an update, the rate it achieves and the fraction of this machine's
+matrix-multiply peak (measured in the same run, fp32 and bf16); and (``--nproc``) data-parallel
+scaling against the number of torchrun ranks.
 
-Each preset is timed on synthetic batches shaped like its usual env (Atari: 64x64x1 images and 6
-discrete actions; DMC vision: 64x64x3 and 6 continuous; DMC proprio: 24-d states; small/tiny:
-CartPole's 4-d states and 2 actions), so the figure measures the model, not an environment.
+Each row is timed on synthetic batches shaped like its usual env (Atari: 64x64x1 images and 6
+discrete actions; DMC vision: 64x64x3 and 6 continuous; DMC proprio: 24-d states; small/tiny and
+CartPole sizes: CartPole's 4-d states and 2 actions), so the figure measures the model, not an
+environment. ``--plain`` adds, for each row, the same update with the one-hot fast path off (dense
+products over the categorical features), so the table shows what the fast path buys.
 
 With ``--nproc 1 2 ...`` each row is a ``torchrun --standalone`` job on this machine: full updates/s
 (world model and actor-critic) on a synthetic global batch split over the ranks, and env steps/s and
@@ -14,6 +19,7 @@ period after the prefill. On a CPU the cores are shared out: ``OMP_NUM_THREADS =
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -27,21 +33,67 @@ from typing import Any
 
 import torch
 
+from wmsim.config import DecoderConfig, EncoderConfig, HeadConfig, RSSMConfig
+from wmsim.nn import dense_products
 from wmsim.world_model import IOSpec, WorldModel, WorldModelTrainer
 
 from . import distributed
-from .config import train_preset
+from .config import TrainConfig, train_preset
 from .distributed import Dist, DistributedError, GradientSync, local_batch
 from .dreamerv2 import ActorCritic
 from .train import Trainer
 
+ATARI_IO = IOSpec((64, 64, 1), True, 6, True)
+CARTPOLE_IO = IOSpec((4,), False, 2, True)
 PRESET_IO = {
-    "atari": IOSpec((64, 64, 1), True, 6, True),
+    "atari": ATARI_IO,
+    "atari_cpu": ATARI_IO,
     "dmc_vision": IOSpec((64, 64, 3), True, 6, False),
+    "dmc_vision_cpu": IOSpec((64, 64, 3), True, 6, False),
     "dmc_proprio": IOSpec((24,), False, 6, False),
-    "small": IOSpec((4,), False, 2, True),
-    "tiny": IOSpec((4,), False, 2, True),
+    "small": CARTPOLE_IO,
+    "tiny": CARTPOLE_IO,
 }
+
+
+def _peer_sizes(name: str) -> TrainConfig:
+    """The two sizes timed against SheepRL's DreamerV2 (reference/performance in the docs): (a)
+    CartPole with deter/hidden 200, MLPs 2 x 200 and 32 x 32 latents; (b) Pong 64x64 gray with CNN
+    depth 32, deter/hidden 600, MLPs 4 x 400. Batch 16 x 50, the paper's actor-critic otherwise."""
+    if name == "sizes_a":
+        base, units, layers = train_preset("small"), 200, 2
+        rssm = RSSMConfig(deter=200, hidden=200)
+        depth = 16
+    else:
+        base, units, layers = train_preset("atari"), 400, 4
+        rssm = RSSMConfig(deter=600, hidden=600)
+        depth = 32
+    head = HeadConfig(layers=layers, units=units)
+    model = dataclasses.replace(
+        base.model,
+        rssm=rssm,
+        encoder=EncoderConfig(cnn_depth=depth, mlp_layers=layers, mlp_units=units),
+        decoder=DecoderConfig(cnn_depth=depth, mlp_layers=layers, mlp_units=units),
+        reward_head=head,
+        discount_head=head,
+    )
+    agent = dataclasses.replace(
+        base.agent, actor_layers=layers, actor_units=units, critic_layers=layers, critic_units=units
+    )
+    return dataclasses.replace(base, batch_size=16, seq_len=50, model=model, agent=agent)
+
+
+BENCH_SIZES: dict[str, tuple[TrainConfig, IOSpec]] = {
+    "sizes_a": (_peer_sizes("sizes_a"), CARTPOLE_IO),
+    "sizes_b": (_peer_sizes("sizes_b"), ATARI_IO),
+}
+
+
+def bench_config(name: str) -> tuple[TrainConfig, IOSpec]:
+    """The training config and synthetic IO of a preset or a peer-comparison size."""
+    if name in BENCH_SIZES:
+        return BENCH_SIZES[name]
+    return train_preset(name), PRESET_IO[name]
 
 
 def synthetic_batch(io: IOSpec, batch: int, length: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -51,7 +103,11 @@ def synthetic_batch(io: IOSpec, batch: int, length: int, device: torch.device) -
         obs = torch.randint(0, 256, (batch, length, *io.obs_shape), dtype=torch.uint8, generator=gen)
     else:
         obs = torch.randn(batch, length, *io.obs_shape, generator=gen)
-    action = torch.randn(batch, length, io.action_size, generator=gen)
+    if io.discrete:
+        index = torch.randint(0, io.action_size, (batch, length), generator=gen)
+        action = torch.nn.functional.one_hot(index, io.action_size).float()
+    else:
+        action = torch.rand(batch, length, io.action_size, generator=gen) * 2 - 1
     is_first = torch.zeros(batch, length, dtype=torch.bool)
     is_first[:, 0] = True
     data = {
@@ -69,61 +125,125 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def matmul_peak(device: torch.device, size: int = 2048, seconds: float = 1.0) -> dict[str, float]:
+    """GFLOP/s of a large square matrix product in fp32 and bf16: the machine's arithmetic ceiling
+    as torch reaches it."""
+    peak = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a = torch.randn(size, size, device=device, dtype=dtype)
+        b = torch.randn(size, size, device=device, dtype=dtype)
+        a @ b
+        _sync(device)
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            a @ b
+            _sync(device)
+            count += 1
+        peak[name] = 2 * size**3 * count / (time.perf_counter() - start) / 1e9
+    return peak
+
+
+def update_flops(model: WorldModel, trainer: WorldModelTrainer, agent: ActorCritic, data: dict) -> float:
+    """Floating-point operations of one full update (forward and backward), counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        posts, _ = trainer.train_step(data)
+        agent.train_step(model, posts, data["is_terminal"])
+    return float(counter.get_total_flops())
+
+
+def _time_updates(
+    model: WorldModel, trainer: WorldModelTrainer, agent: ActorCritic, data: dict, updates: int
+) -> tuple[float, float]:
+    """Seconds per update of the world model and of the actor-critic, after two warm-up updates."""
+    device = next(model.parameters()).device
+    seconds = [0.0, 0.0]
+    for i in range(updates + 2):
+        start = time.perf_counter()
+        posts, _ = trainer.train_step(data)
+        _sync(device)
+        middle = time.perf_counter()
+        agent.train_step(model, posts, data["is_terminal"])
+        _sync(device)
+        if i >= 2:
+            seconds[0] += middle - start
+            seconds[1] += time.perf_counter() - middle
+    return seconds[0] / updates, seconds[1] / updates
+
+
 def bench_train(
     presets: list[str],
     device: torch.device,
     precision: str = "auto",
     updates: int = 5,
     batch_size: int | None = None,
-) -> list[dict[str, Any]]:
-    """Time ``updates`` world-model updates per preset (after two warm-up updates)."""
+    plain: bool = False,
+) -> dict[str, Any]:
+    """Time full updates per preset or size; returns ``{"peak": ..., "rows": [...]}``."""
+    peak = matmul_peak(device)
     rows = []
     for name in presets:
-        config = train_preset(name)
-        io = PRESET_IO[name]
+        config, io = bench_config(name)
         batch, length = batch_size or config.batch_size, config.seq_len
         torch.manual_seed(0)
         model = WorldModel(config.model, io).to(device)
         trainer = WorldModelTrainer(model, precision=precision)
+        agent = ActorCritic(config.agent, model, precision=trainer.precision).to(device)
         data = synthetic_batch(io, batch, length, device)
-        for _ in range(2):
-            trainer.train_step(data)
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(updates):
-            trainer.train_step(data)
-        _sync(device)
-        seconds = time.perf_counter() - start
-        rows.append(
-            {
-                "preset": name,
-                "device": str(device),
-                "device_name": torch.cuda.get_device_name(device)
-                if device.type == "cuda"
-                else platform.processor() or platform.machine(),
-                "precision": trainer.precision,
-                "batch": batch,
-                "seq_len": length,
-                "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-                "updates_per_s": updates / seconds,
-                "seq_steps_per_s": updates * batch * length / seconds,
-                "threads": torch.get_num_threads(),
-                "torch": torch.__version__,
-            }
-        )
-    return rows
+        flops = update_flops(model, trainer, agent, data)
+        modes = [("fast", contextlib.nullcontext)] + ([("plain", dense_products)] if plain else [])
+        for path, context in modes:
+            with context():
+                world_s, agent_s = _time_updates(model, trainer, agent, data, updates)
+            total = world_s + agent_s
+            achieved = flops / total / 1e9
+            rows.append(
+                {
+                    "preset": name,
+                    "path": path,
+                    "device": str(device),
+                    "device_name": torch.cuda.get_device_name(device)
+                    if device.type == "cuda"
+                    else platform.processor() or platform.machine(),
+                    "precision": trainer.precision,
+                    "batch": batch,
+                    "seq_len": length,
+                    "params_m": sum(p.numel() for m in (model, agent) for p in m.parameters()) / 1e6,
+                    "updates_per_s": 1.0 / total,
+                    "world_model_s": world_s,
+                    "actor_critic_s": agent_s,
+                    "gflop_per_update": flops / 1e9,
+                    "gflop_per_s": achieved,
+                    "peak_fraction": achieved / peak[trainer.precision],
+                    "threads": torch.get_num_threads(),
+                    "torch": torch.__version__,
+                }
+            )
+    return {"peak_gflop_per_s": peak, "rows": rows}
 
 
-def format_bench(rows: list[dict[str, Any]]) -> str:
-    """The rows as an aligned text table."""
+def format_bench(result: dict[str, Any]) -> str:
+    """The rows as a markdown table under a line about the machine's measured peak."""
+    peak = result["peak_gflop_per_s"]
+    rows = result["rows"]
+    first = rows[0] if rows else {}
     lines = [
-        f"{'preset':<12} {'device':<8} {'prec':<5} {'batch':>9} {'params':>8} {'updates/s':>10}"
-        f" {'steps/s':>10}"
+        f"{first.get('device_name', '?')}, {first.get('threads', '?')} threads,"
+        f" torch {first.get('torch', '?')}; matmul peak {peak['fp32']:.0f} GFLOP/s fp32,"
+        f" {peak['bf16']:.0f} GFLOP/s bf16",
+        "",
+        "| preset | path | precision | batch | params | updates/s | world model s | actor-critic s |"
+        " GFLOP/update | GFLOP/s | of peak |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"{r['preset']:<12} {r['device']:<8} {r['precision']:<5} {r['batch']:>4}x{r['seq_len']:<4}"
-            f" {r['params_m']:>7.2f}M {r['updates_per_s']:>10.2f} {r['seq_steps_per_s']:>10.0f}"
+            f"| {r['preset']} | {r['path']} | {r['precision']} | {r['batch']}x{r['seq_len']} |"
+            f" {r['params_m']:.2f}M | {r['updates_per_s']:.2f} | {r['world_model_s']:.3f} |"
+            f" {r['actor_critic_s']:.3f} | {r['gflop_per_update']:.1f} | {r['gflop_per_s']:.0f} |"
+            f" {100 * r['peak_fraction']:.0f}% |"
         )
     return "\n".join(lines)
 
@@ -176,8 +296,7 @@ def _launch_ranks(
 def _synthetic_updates_per_s(preset: str, dist: Dist, updates: int = 10) -> float:
     """Full updates (world model, then actor-critic) per second on a synthetic global batch split
     over the ranks, gradients all-reduced: the model's share of the scaling, without envs."""
-    config = train_preset(preset)
-    io = PRESET_IO[preset]
+    config, io = bench_config(preset)
     device = dist.device or torch.device("cpu")
     torch.manual_seed(0)
     model = WorldModel(config.model, io).to(device)
@@ -190,7 +309,7 @@ def _synthetic_updates_per_s(preset: str, dist: Dist, updates: int = 10) -> floa
     def update() -> None:
         posts, _ = trainer.train_step(data)
         if agent is not None:
-            agent.train_step(model, posts)
+            agent.train_step(model, posts, data["is_terminal"])
 
     for _ in range(2):
         update()

@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agents.commands.quickstart",
     "agents.commands.play",
     "agents.commands.onnx",
+    "agents.commands.sweep",
 )
 
 
@@ -51,6 +52,13 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--dream-updates", type=int_at_least(1), default=2000, help="actor-critic updates with --dream"
+    )
+    p.add_argument(
+        "--dream-eval-every",
+        type=int_at_least(0),
+        default=0,
+        help="with --dream: every N updates play 5 real episodes and compare the critic's values with the"
+        " discounted returns that followed (0: never)",
     )
     p.add_argument(
         "--dream-pool", type=int_at_least(1), default=512, help="parallel dreamed episodes with --dream"
@@ -76,6 +84,12 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=10_000, help="seed of the first held-out episode")
     p.add_argument(
         "--max-steps", type=int_at_least(1), default=500, help="longest held-out episode, in agent steps"
+    )
+    p.add_argument(
+        "--behaviour",
+        default="random",
+        choices=["random", "scripted", "mixed"],
+        help="who plays the held-out episodes (scripted players score points random play never does)",
     )
     p.add_argument("--out", default=None, help="folder for openloop.png/json (default: the bundle)")
     p.add_argument("--device", default="auto")
@@ -117,14 +131,16 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks that print a table and write JSON")
     what = p.add_subparsers(dest="what", required=True)
-    t = what.add_parser("train", help="world-model updates/s for each preset on one device")
+    t = what.add_parser("train", help="full DreamerV2 updates/s, GFLOP/s and fraction of peak per preset")
     t.add_argument(
         "--presets",
         nargs="+",
         default=None,
-        choices=list(TRAIN_PRESETS),
-        help="default: all (with --nproc: small)",
+        choices=[*TRAIN_PRESETS, "sizes_a", "sizes_b"],
+        help="presets, or the sizes of the peer comparison (sizes_a: CartPole, sizes_b: Pong);"
+        " default: all presets (with --nproc: small)",
     )
+    t.add_argument("--plain", action="store_true", help="also time each row with the one-hot fast path off")
     t.add_argument("--device", default="auto")
     t.add_argument(
         "--nproc",
@@ -139,8 +155,12 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
         "--threads-per-rank", type=int, default=None, help="with --nproc: torch threads (default cores/ranks)"
     )
     t.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
-    t.add_argument("--updates", type=int, default=5, help="timed updates per preset (after 2 warm-up)")
-    t.add_argument("--batch-size", type=int, default=None, help="override every preset's batch size")
+    t.add_argument(
+        "--updates", type=int_at_least(1), default=5, help="timed updates per preset (after 2 warm-up)"
+    )
+    t.add_argument(
+        "--batch-size", type=int_at_least(1), default=None, help="override every preset's batch size"
+    )
     t.add_argument("--json", default="bench_train.json", help="where to write the results")
     d = what.add_parser("dream", help="dreamed steps/s vs num_envs, next to the real env (JSON + markdown)")
     d.add_argument("--env", default="atari/Pong", help="the real env the dream stands for")
@@ -236,8 +256,16 @@ def _train_dream(args: argparse.Namespace, config: TrainConfig) -> int:
         device=resolve_device(config.device),
         seed=config.seed,
         progress=not args.quiet,
+        eval_every=args.dream_eval_every,
     )
     print(f"trained the actor-critic for {result.updates} updates in the dream of {args.dream}")
+    if result.curve:
+        print("updates  real return  critic value  discounted return (real episodes, policy mode)")
+        for row in result.curve:
+            print(
+                f"{row['updates']:>7.0f}  {row['real_return']:>11.1f}  {row['critic_value']:>12.2f}"
+                f"  {row['discounted_return']:>17.2f}"
+            )
     print(f"bundle with policy: {result.bundle}  (play it: wmsim eval {result.bundle})")
     return 0
 
@@ -289,9 +317,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from wmsim.devices import resolve_device
     from wmsim.evaluate import format_table
 
+    from .behaviours import check_behaviour
     from .train import evaluate_model
 
     bundle = load_bundle(args.bundle, device=resolve_device(args.device))
+    check_behaviour(args.behaviour, bundle.env_spec.id)
     out = ensure_directory(Path(args.out) if args.out else Path(args.bundle), "--out")
     result = evaluate_model(
         bundle.model,
@@ -302,6 +332,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         horizon=args.horizon,
         max_steps=args.max_steps,
         figure=out / "openloop.png",
+        behaviour=args.behaviour,
     )
     atomic_write_text(out / "openloop.json", result.to_json())
     print(format_table(result))
@@ -319,10 +350,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_train, format_bench
 
     presets = args.presets or list(TRAIN_PRESETS)
-    rows = bench_train(presets, resolve_device(args.device), args.precision, args.updates, args.batch_size)
-    print(format_bench(rows))
-    Path(args.json).write_text(json.dumps(rows, indent=2))
-    print(f"wrote {args.json}")
+    device = resolve_device(args.device)
+    result = bench_train(presets, device, args.precision, args.updates, args.batch_size, args.plain)
+    table = format_bench(result)
+    print(table)
+    json_path = Path(args.json)
+    json_path.write_text(json.dumps(result, indent=2))
+    json_path.with_suffix(".md").write_text(table + "\n")
+    print(f"wrote {json_path} and {json_path.with_suffix('.md')}")
     return 0
 
 

@@ -48,7 +48,9 @@ class EnvCollector:
         self.env.action_space.seed(action_seed)
         self.random = random_policy(self.env.action_space)
         if agent is not None:
-            self.policy = RealEnvPolicy(model, agent.actor, self.env.action_space, agent.to_model_action)
+            self.policy = RealEnvPolicy(
+                model, agent.actor, self.env.action_space, agent.to_model_action, seed=None
+            )
         self.obs = self._reset()
 
     def _reset(self) -> np.ndarray:

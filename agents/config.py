@@ -37,6 +37,10 @@ class TrainConfig:
     prefill: int = field(default=50_000, metadata={"help": "random env steps before training starts"})
     pretrain: int = field(default=1, metadata={"help": "updates made once, right after prefill"})
     replay_capacity: int = 2_000_000
+    prioritize_ends: bool = field(
+        default=True,
+        metadata={"help": "sample the windows at episode ends more often (DreamerV2; off for DMC)"},
+    )
     replay_chunk: int = field(default=1024, metadata={"help": "steps per replay file on disk"})
     log_every: int = field(default=1000, metadata={"help": "env steps between metric logs"})
     checkpoint_every: int = field(default=10_000, metadata={"help": "env steps between checkpoints"})
@@ -120,6 +124,7 @@ def _dmc_vision() -> TrainConfig:
         env_obs="pixels",
         steps=1_000_000,
         train_every=5,
+        prioritize_ends=False,
         prefill=1000,
         pretrain=100,
         log_every=1000,
@@ -132,6 +137,32 @@ def _dmc_vision() -> TrainConfig:
 def _dmc_proprio() -> TrainConfig:
     return dataclasses.replace(
         _dmc_vision(), env_obs="state", model=model_preset("dmc_proprio"), agent=agent_preset("dmc_proprio")
+    )
+
+
+def _atari_cpu() -> TrainConfig:
+    """The paper's Atari protocol with the CPU-sized model (:func:`wmsim.config.model_preset`
+    ``atari_cpu``): 500k agent steps (2M frames), evaluated every 25k steps (100k frames)."""
+    return dataclasses.replace(
+        _atari(),
+        steps=500_000,
+        eval_every=25_000,
+        checkpoint_every=10_000,
+        model=model_preset("atari_cpu"),
+        agent=agent_preset("atari_cpu"),
+    )
+
+
+def _dmc_vision_cpu() -> TrainConfig:
+    """The paper's DMC-from-pixels protocol with the CPU-sized model: 50k agent steps (100k frames
+    at action repeat 2), evaluated every 5k steps (10k frames)."""
+    return dataclasses.replace(
+        _dmc_vision(),
+        steps=50_000,
+        eval_every=5_000,
+        checkpoint_every=2_500,
+        model=model_preset("dmc_vision_cpu"),
+        agent=agent_preset("dmc_vision_cpu"),
     )
 
 
@@ -179,6 +210,8 @@ TRAIN_PRESETS: dict[str, Callable[[], TrainConfig]] = {
     "atari": _atari,
     "dmc_vision": _dmc_vision,
     "dmc_proprio": _dmc_proprio,
+    "atari_cpu": _atari_cpu,
+    "dmc_vision_cpu": _dmc_vision_cpu,
     "small": _small,
     "tiny": _tiny,
 }

@@ -4,6 +4,7 @@ actor (acting on posterior states of the real observations) or an SB3 zip traine
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from wmsim.bundle import Bundle
 from wmsim.config import check_at_least
+from wmsim.data import play_episodes
 from wmsim.dream.latent_wrapper import LatentObservation
 from wmsim.envs import EnvSpec, describe_spaces, make_env
 from wmsim.registry import resolve_model
@@ -62,15 +64,13 @@ def evaluate_policy_in_real(
             env.close()
             raise ValueError(f"--video records image observations; {bundle.env_spec.id} observes vectors")
         env = recorder = _FirstEpisodeFrames(env)
+    reset: Callable[[int], Any] | None = None
     if random:
         env.action_space.seed(seed)
         play_env = env
 
         def act(obs: Any) -> Any:
             return env.action_space.sample()
-
-        def reset() -> None:
-            return None
 
         name = "random policy"
     elif sb3 is not None:
@@ -85,9 +85,6 @@ def evaluate_policy_in_real(
         def act(obs: Any) -> Any:
             return agent.predict(obs, deterministic=mode)[0]
 
-        def reset() -> None:
-            return None
-
         name = f"SB3 {type(agent).__name__} ({Path(sb3).name})"
     else:
         actor_critic = agent_from_bundle(bundle, device)
@@ -97,21 +94,15 @@ def evaluate_policy_in_real(
             env.action_space,
             actor_critic.to_model_action,
             mode=mode,
+            seed=seed,
         )
         play_env = env
         act, reset = policy.act, policy.reset
         name = "DreamerV2 policy"
-    returns = []
-    for episode in range(episodes):
-        obs, _ = play_env.reset(seed=seed + episode)
-        reset()
-        total, done = 0.0, False
-        while not done:
-            obs, reward, terminated, truncated, _ = play_env.step(act(obs))
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
+    try:
+        returns = play_episodes(play_env, act, episodes, seed, on_reset=reset)
+    finally:
+        env.close()
     if video is not None and recorder is not None:
         _write_video(recorder.frames, video)
     return {

@@ -71,6 +71,9 @@ class PretrainConfig:
     updates: int = field(default=5_000, metadata={"help": "world-model gradient updates"})
     batch_size: int = 16
     seq_len: int = 50
+    prioritize_ends: bool = field(
+        default=True, metadata={"help": "sample the windows at episode ends more often (DreamerV2)"}
+    )
     logdir: str = field(default="runs/pretrain", metadata={"help": "run directory (resumed if it exists)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     precision: str = field(default="auto", metadata={"help": "auto (bf16 on GPU), bf16 or fp32"})
@@ -284,7 +287,9 @@ class OfflinePretrainer:
         )
         pending: list[dict[str, torch.Tensor]] = []
         while self.updates < c.updates:
-            batch = batch_to_torch(self.replay.sample(c.batch_size, c.seq_len), self.device)
+            batch = batch_to_torch(
+                self.replay.sample(c.batch_size, c.seq_len, prioritize_ends=c.prioritize_ends), self.device
+            )
             _, step_metrics = self.trainer.train_step(batch)
             pending.append(step_metrics)
             self.updates += 1

@@ -7,10 +7,15 @@ The training loop appends one *step* at a time (Dreamer's convention, see :mod:`
     reward       float32 ()     the reward received on arriving at ``obs``
     is_first, is_last, is_terminal   bool ()
 
-and samples batches ``(B, T, ...)`` of fixed-length windows of the step stream for world-model training.
-Windows are contiguous pieces of the stream and may cross episode boundaries: ``is_first`` marks where
-the world model resets its state. A window never joins the newest and the oldest steps of the ring, so
-every step of a window directly follows the one before it in the stream.
+and samples batches ``(B, T, ...)`` of fixed-length sequences for world-model training, as the official
+DreamerV2 replay does: each row picks an episode, then a window inside it, and marks the window's first
+step ``is_first`` (the world model starts it from the zero state and a zero previous action). An episode
+shorter than the row is followed by another window of another episode, again starting with
+``is_first``, until the row is full. Episodes are picked with probability proportional to the steps
+they hold (so every step is equally likely to be sampled, whatever the episode lengths), and with
+``prioritize_ends`` the window at an episode's end gets extra mass (DreamerV2's ``prioritize_ends``,
+set by its Atari configuration), so terminations and the last rewards are not undersampled. Steps
+without an ``is_first`` key are one long episode: windows are then plain pieces of the stream.
 
 Memory
     One preallocated ring array of ``capacity`` steps per key, allocated at the first step (or at
@@ -126,6 +131,8 @@ class Replay:
         self._flushed = 0  # steps [0, _flushed) of the stream are on disk (or were, before eviction)
         self._size = 0  # steps held: [_total - _size, _total)
         self._chunks: deque[_Chunk] = deque()  # this stream's chunk files, oldest first
+        self._episode_starts: deque[int] = deque()  # global indices of held steps with is_first set
+        self._bounds: tuple[np.ndarray, np.ndarray] | None = None  # cached (starts, ends) of episodes
         self.directory.mkdir(parents=True, exist_ok=True)
         self._load()
 
@@ -169,8 +176,11 @@ class Replay:
         slot = self._total % self.capacity
         for key, value in values.items():
             self._arrays[key][slot] = value
+        if "is_first" in values and bool(values["is_first"]):
+            self._episode_starts.append(self._total)
         self._total += 1
         self._size = min(self._size + 1, self.capacity)
+        self._bounds = None  # the newest episode grew, the oldest may have lost a step
         if self._total - self._flushed >= self._write_every:
             self._write_chunk()
 
@@ -230,8 +240,9 @@ class Replay:
         }
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, batch_size: int, length: int) -> dict[str, np.ndarray]:
-        """``batch_size`` windows of ``length`` consecutive steps, start uniform over the valid starts.
+    def sample(self, batch_size: int, length: int, *, prioritize_ends: bool = False) -> dict[str, np.ndarray]:
+        """``batch_size`` rows of ``length`` steps, each made of windows inside episodes (see the module
+        docstring); the first step of every window has ``is_first`` set.
 
         Returns a dict of arrays ``(B, T, *shape)`` (``(B, T)`` for scalar keys) with the stored dtypes.
         """
@@ -242,10 +253,46 @@ class Replay:
                 f"replay holds {self._size} steps, need at least {length}: "
                 "collect more before training (prefill)"
             )
+        index = np.empty((batch_size, length), np.int64)
+        first = np.zeros((batch_size, length), np.bool_)
+        for row in range(batch_size):
+            filled = 0
+            while filled < length:
+                start, size = self._window(length - filled, prioritize_ends)
+                index[row, filled : filled + size] = np.arange(start, start + size)
+                first[row, filled] = True
+                filled += size
+        batch = {key: ring[index % self.capacity] for key, ring in self._arrays.items()}
+        if "is_first" in batch:
+            batch["is_first"] |= first
+        return batch
+
+    def _window(self, most: int, prioritize_ends: bool) -> tuple[int, int]:
+        """One window ``(first global step, length)`` of at most ``most`` steps inside one episode:
+        the episode with probability proportional to its held steps, the window uniform over its
+        places in the episode, plus ``most`` extra chances for the last place with ``prioritize_ends``."""
+        starts, ends = self._episode_bounds()
         oldest = self._total - self._size
-        starts = oldest + self._rng.integers(0, self._size - length + 1, size=batch_size)
-        index = (starts[:, None] + np.arange(length)) % self.capacity
-        return {key: ring[index] for key, ring in self._arrays.items()}
+        episode = int(np.searchsorted(starts, oldest + self._rng.integers(self._size), side="right")) - 1
+        begin, end = int(starts[episode]), int(ends[episode])
+        size = min(end - begin, most)
+        places = end - begin - size + 1
+        offset = min(int(self._rng.integers(places + (size if prioritize_ends else 0))), places - 1)
+        return begin + offset, size
+
+    def _episode_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """First and end global steps ``(E,), (E,)`` of the held episodes, oldest first (the oldest
+        may have lost its start to eviction, the newest may still be running)."""
+        if self._bounds is None:
+            oldest = self._total - self._size
+            while self._episode_starts and self._episode_starts[0] < oldest:
+                self._episode_starts.popleft()
+            starts = list(self._episode_starts)
+            if not starts or starts[0] != oldest:
+                starts.insert(0, oldest)
+            begin = np.asarray(starts, np.int64)
+            self._bounds = (begin, np.append(begin[1:], self._total))
+        return self._bounds
 
     def contents(self) -> dict[str, np.ndarray]:
         """Every held step in stream order: arrays ``(len(self), *shape)``, global steps
@@ -315,6 +362,8 @@ class Replay:
         self._arrays = {}
         self._total = self._flushed = self._size = 0
         self._chunks = deque()
+        self._episode_starts = deque()
+        self._bounds = None
 
     def _atomic_save(self, name: str, arrays: Mapping[str, np.ndarray]) -> Path:
         """Write ``arrays`` to ``directory/name`` atomically (:func:`wmsim.fileio.atomic_write`)."""
@@ -445,6 +494,16 @@ class Replay:
         self._chunks = deque(kept)
         self._total = self._flushed = end
         self._size = end - oldest
+        self._episode_starts = deque(self._held_episode_starts())
+        self._bounds = None
+
+    def _held_episode_starts(self) -> list[int]:
+        """Global indices of the held steps whose ``is_first`` is set, oldest first."""
+        if "is_first" not in self._arrays:
+            return []
+        oldest = self._total - self._size
+        flags = self._slice("is_first", oldest, self._total).astype(bool).reshape(self._size, -1).any(-1)
+        return (oldest + np.flatnonzero(flags)).tolist()
 
     def _read_or_raise(self, chunk: _Chunk) -> dict[str, np.ndarray]:
         try:

@@ -1,9 +1,10 @@
 """Stable-Baselines3 recipes: train a third-party agent only inside a dream, then evaluate it in the
 real environment the world model was learned from.
 
-With ``obs_mode="latent"`` the real env is wrapped in :class:`wmsim.dream.LatentObservation`, so the
-policy sees the same features in both worlds; with ``obs_mode="pixels"`` it sees decoded frames in the
-dream and real frames in the real env.
+With ``obs_mode="latent"`` (or ``"dict"``) the real env is wrapped in
+:class:`wmsim.dream.LatentObservation`, so the policy sees the same features in both worlds; with
+``obs_mode="decoded"`` (formerly ``"pixels"``) it sees decoded observations in the dream and real ones
+in the real env.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any
 import numpy as np
 from stable_baselines3 import A2C, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecMonitor
 
 from wmsim.bundle import Bundle
+from wmsim.data import play_episodes
 from wmsim.dream.latent_wrapper import LatentObservation
 from wmsim.dream.sb3 import DreamSB3VecEnv
 from wmsim.envs import make_env
@@ -54,15 +57,17 @@ def train_in_dream(
     progress_bar: bool = False,
 ) -> BaseAlgorithm:
     """Train an SB3 agent for ``total_timesteps`` dreamed steps. ``policy`` defaults to ``MlpPolicy``
-    for latents and vectors, ``CnnPolicy`` for pixel images."""
+    for latents and vectors, ``CnnPolicy`` for decoded images, ``MultiInputPolicy`` for ``"dict"``.
+    The dreams are wrapped in ``VecMonitor``, so SB3 logs episode returns (``ep_rew_mean``)."""
     if algo not in ALGORITHMS:
         raise ValueError(f"algo={algo!r}: choose one of {sorted(ALGORITHMS)}")
     bundle = resolve_model(model)
     if algo == "SAC" and bundle.model.io.discrete:
         raise ValueError("SAC needs continuous actions; this model's actions are discrete: use PPO or A2C")
-    env = DreamSB3VecEnv(bundle, num_envs, obs_mode=obs_mode, device=device, seed=seed)
+    env = VecMonitor(DreamSB3VecEnv(bundle, num_envs, obs_mode=obs_mode, device=device, seed=seed))
     if policy is None:
-        policy = "CnnPolicy" if obs_mode == "pixels" and bundle.model.io.image else "MlpPolicy"
+        decoded_images = obs_mode in ("decoded", "pixels") and bundle.model.io.image
+        policy = "MultiInputPolicy" if obs_mode == "dict" else "CnnPolicy" if decoded_images else "MlpPolicy"
     agent = ALGORITHMS[algo](policy, env, seed=seed, device=device, verbose=0, **(algo_kwargs or {}))
     agent.learn(total_timesteps=total_timesteps, progress_bar=progress_bar)
     return agent
@@ -81,21 +86,16 @@ def evaluate_in_real(
     """Play ``agent`` (None: a uniformly random policy) in the real env of ``model``'s bundle."""
     bundle = resolve_model(model)
     env = make_env(bundle.env_spec, seed=seed)
-    if obs_mode == "latent":
-        env = LatentObservation(env, bundle, seed=seed)
-    returns = []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        total, steps, done = 0.0, 0, False
-        while not done:
-            if agent is None:
-                action = env.action_space.sample()
-            else:
-                action, _ = agent.predict(obs, deterministic=deterministic)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            steps += 1
-            done = terminated or truncated or (max_steps is not None and steps >= max_steps)
-        returns.append(total)
-    env.close()
-    return RealEvaluation(returns)
+    if obs_mode in ("latent", "dict"):
+        env = LatentObservation(env, bundle, seed=seed, obs_mode=obs_mode)
+    env.action_space.seed(seed)
+
+    def act(obs: Any) -> Any:
+        if agent is None:
+            return env.action_space.sample()
+        return agent.predict(obs, deterministic=deterministic)[0]
+
+    try:
+        return RealEvaluation(play_episodes(env, act, episodes, seed, max_steps=max_steps))
+    finally:
+        env.close()

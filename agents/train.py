@@ -37,7 +37,7 @@ from wmsim.config import flat_items, from_dict, to_dict
 from wmsim.data import random_policy, rollout
 from wmsim.devices import resolve_device
 from wmsim.envs import EnvSpec, describe_spaces, make_env
-from wmsim.evaluate import OpenLoopResult, format_table, open_loop, write_open_loop_figure
+from wmsim.evaluate import REGIONS, OpenLoopResult, format_table, open_loop, write_open_loop_figure
 from wmsim.fileio import atomic_write_json, atomic_write_text, ensure_directory
 from wmsim.world_model import IOSpec, WorldModel, WorldModelTrainer, batch_to_torch
 
@@ -161,7 +161,9 @@ class Trainer:
         self.agent: ActorCritic | None = None
         if config.learn_policy:
             low, high = _action_bounds(self.env.action_space)
-            self.agent = ActorCritic(config.agent, self.model, low, high).to(self.device)
+            self.agent = ActorCritic(
+                config.agent, self.model, low, high, precision=self.trainer.precision
+            ).to(self.device)
         if self.dist.enabled:
             torch.manual_seed(self.seed)  # ranks sample different latents and actions
         self.eval_returns: list[tuple[int, float]] = []
@@ -364,10 +366,13 @@ class Trainer:
 
     def _train_phase(self, updates: int, metrics: list[dict[str, torch.Tensor]]) -> None:
         for _ in range(updates):
-            batch = self.replay.sample(self.local_batch, self.config.seq_len)
-            posts, step_metrics = self.trainer.train_step(batch_to_torch(batch, self.device))
+            sample = self.replay.sample(
+                self.local_batch, self.config.seq_len, prioritize_ends=self.config.prioritize_ends
+            )
+            batch = batch_to_torch(sample, self.device)
+            posts, step_metrics = self.trainer.train_step(batch)
             if self.agent is not None:
-                step_metrics.update(self.agent.train_step(self.model, posts))
+                step_metrics.update(self.agent.train_step(self.model, posts, batch["is_terminal"]))
             metrics.append(step_metrics)
             self.updates += 1
 
@@ -526,16 +531,34 @@ def evaluate_model(
     horizon: int = 50,
     max_steps: int = 500,
     figure: Path | None = None,
+    behaviour: str = "random",
 ) -> OpenLoopResult:
-    """Collect held-out random-policy episodes (seeds ``seed, seed+1, ...``) and evaluate open loop."""
+    """Collect held-out episodes (seeds ``seed, seed+1, ...``) of a ``behaviour`` (``random``, or
+    ``scripted`` / ``mixed`` where :mod:`agents.behaviours` has a player for the env, which scores
+    points a random policy never does) and evaluate the model open loop on them."""
+    from .behaviours import behaviour_for, check_behaviour
+
+    check_behaviour(behaviour, spec.id)
     env = make_env(spec, seed=seed)
     io = IOSpec.from_spaces(env.observation_space, env.action_space)
     env.action_space.seed(seed)
-    policy = random_policy(env.action_space)
-    data = [rollout(env, policy, io, seed=seed + i, max_steps=max_steps) for i in range(episodes)]
+    rng = np.random.default_rng(seed)
+    data = []
+    for i in range(episodes):
+        policy = (
+            random_policy(env.action_space)
+            if behaviour == "random"
+            else behaviour_for(behaviour, spec.id, env, i, rng)
+        )
+        data.append(rollout(env, policy, io, seed=seed + i, max_steps=max_steps))
     env.close()
     result, pictures = open_loop(
-        model, data, context=context, horizon=horizon, return_predictions=figure is not None
+        model,
+        data,
+        context=context,
+        horizon=horizon,
+        return_predictions=figure is not None,
+        regions=REGIONS.get(spec.id),
     )
     if figure is not None:
         write_open_loop_figure(pictures, figure, context)

@@ -79,7 +79,7 @@ import gymnasium as gym
 import wmsim
 
 env_id = wmsim.register_dream("TorchFree", sys.argv[1], backend="onnxruntime", device="cpu")
-env = gym.make(env_id, obs_mode="pixels")
+env = gym.make(env_id, obs_mode="decoded")
 obs, _ = env.reset(seed=0)
 for _ in range(10):
     obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
@@ -119,7 +119,7 @@ def main() -> None:
 
         # 2. Dream on onnxruntime, with the bundle's policy when it has one.
         env_id = wmsim.register_dream("OnnxExample", str(bundle))
-        from wmsim.dream.ort_env import OrtModel, OrtPolicy
+        from wmsim.dream.ort import OrtModel, OrtPolicy
 
         model = OrtModel(bundle, device="cpu")
         policy = OrtPolicy(model, seed=0) if model.has_graph("policy") else None

@@ -5,7 +5,7 @@ result in the real CartPole-v1 next to a random policy.
 
 The world model sees only random-policy data (5k env steps); PPO never touches the real env while it
 learns. Two ways to carry the policy over:
-- obs_mode="pixels": the dream hands out decoded observations in the real env's format (CartPole's
+- obs_mode="decoded": the dream hands out decoded observations in the real env's format (CartPole's
   4-d state), so the policy reads true states in the real env (500 +- 0 here);
 - obs_mode="latent": the policy reads latent features, and the real env is seen through the world
   model's posterior filter (LatentObservation) (about 250 here).

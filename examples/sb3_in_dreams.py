@@ -4,8 +4,9 @@ continuous one (Pendulum), trained only in the shipped world models, then played
     python examples/sb3_in_dreams.py           # a few minutes on 2 CPU cores
     python examples/sb3_in_dreams.py --smoke   # tiny budgets (CI)
 
-The dream hands out decoded observations in the real env's format (obs_mode="pixels"; for these vector
-envs that is the state), so the trained policy reads true states in the real env unchanged.
+The dream hands out decoded observations in the real env's format (obs_mode="decoded", formerly
+"pixels"; for these vector envs that is the state), so the trained policy reads true states in the real
+env unchanged.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ def main() -> None:
         if args.smoke and algo == "SAC":
             kwargs = {"learning_starts": 100}
         agent = train_in_dream(
-            name, algo=algo, total_timesteps=steps, num_envs=16, obs_mode="pixels", algo_kwargs=kwargs
+            name, algo=algo, total_timesteps=steps, num_envs=16, obs_mode="decoded", algo_kwargs=kwargs
         )
         episodes = 2 if args.smoke else 10
-        real = evaluate_in_real(agent, name, episodes=episodes, obs_mode="pixels")
-        random = evaluate_in_real(None, name, episodes=episodes, obs_mode="pixels")
+        real = evaluate_in_real(agent, name, episodes=episodes, obs_mode="decoded")
+        random = evaluate_in_real(None, name, episodes=episodes, obs_mode="decoded")
         print(
             f"{name}: {algo} trained {steps} steps in the dream -> real return"
             f" {real.mean:.1f} +- {real.std:.1f}"

@@ -79,11 +79,13 @@ def download_bundle(
     local_files_only: bool = False,
     cache_dir: str | os.PathLike | None = None,
     token: str | bool | None = None,
+    force_download: bool = False,
 ) -> Path:
     """The local snapshot folder of ``repo_id`` at ``revision`` (branch, tag or commit; default main),
     downloaded into the Hub cache if needed.
 
-    ``local_files_only=True`` (or ``HF_HUB_OFFLINE=1``) only looks in the cache. Raises
+    ``local_files_only=True`` (or ``HF_HUB_OFFLINE=1``) only looks in the cache; ``force_download=True``
+    downloads the files again even if they are cached. Raises
     :class:`NotCachedError`, :class:`UnsafeRepoError` or :class:`HubError` with what to do.
     """
     from huggingface_hub import HfApi, snapshot_download
@@ -102,6 +104,7 @@ def download_bundle(
             revision=revision,
             cache_dir=os.fspath(cache_dir) if cache_dir is not None else None,
             local_files_only=offline,
+            force_download=force_download and not offline,
             allow_patterns=ALLOWED_PATTERNS,
             token=token,
             library_name="wmsim",

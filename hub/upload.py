@@ -62,14 +62,18 @@ def upload_bundle(
     revision: str | None = None,
     tag: str | None = None,
     token: str | bool | None = None,
+    create_pr: bool = False,
 ) -> UploadResult:
     """Create ``repo_id`` if needed (``private`` applies to a new repo) and commit the bundle's files in
-    one commit on ``revision`` (default main); ``tag`` then names that commit (a pinned revision)."""
+    one commit on ``revision`` (default main), or open a pull request with them (``create_pr``);
+    ``tag`` then names that commit (a pinned revision)."""
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub import errors as hf_errors
 
     root = Path(folder)
     names = bundle_files(root)
+    if create_pr and tag:
+        raise HubError(f"tag={tag!r} with create_pr: tag the commit once the pull request is merged")
     api = HfApi(token=token)
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(root / name)) for name in names]
     try:
@@ -80,6 +84,7 @@ def upload_bundle(
             commit_message=commit_message or f"Upload wmsim bundle ({len(names)} files)",
             revision=revision,
             repo_type="model",
+            create_pr=create_pr,
         )
         if tag:
             api.create_tag(repo_id, tag=tag, revision=commit.oid, repo_type="model")
@@ -90,4 +95,5 @@ def upload_bundle(
         ) from exc
     except (hf_errors.HTTPError, OSError) as exc:
         raise HubError(f"pushing {root} to {repo_id} failed: {exc}: check the network") from exc
-    return UploadResult(repo_id, str(commit.commit_url), str(commit.oid), tuple(names), tag)
+    url = str(commit.pr_url) if create_pr and commit.pr_url else str(commit.commit_url)
+    return UploadResult(repo_id, url, str(commit.oid), tuple(names), tag)

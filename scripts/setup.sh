@@ -3,7 +3,9 @@
 #  - system libraries for headless MuJoCo rendering (EGL), when missing and apt-get can install them
 #  - torch 2.13.0 (CPU build) first, when the venv has no torch, and a constraints file that keeps
 #    whatever torch is installed from being upgraded by any later install
-#  - the project itself (editable) with its dev extras
+#  - the project itself (editable) with all its extras and the dev tools
+#  - a second venv, .venv-onnx, with only wmsim[onnx] (numpy, gymnasium, onnxruntime, no torch), in which
+#    tests/wmsim/test_install.py runs a shipped dream: the torch-free install the README promises
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,5 +29,14 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
   "$VPY" -m pip install -q torch==2.13.0
 fi
 "$VPY" -c "import torch; print('torch==' + torch.__version__)" > .venv/constraints.txt
-"$VPY" -m pip install -q -c .venv/constraints.txt -e ".[dev]"
-echo "setup: ready ($(cat .venv/constraints.txt))"
+"$VPY" -m pip install -q -c .venv/constraints.txt -e ".[all,dev]"
+
+if [ ! -x .venv-onnx/bin/python ]; then
+  "$PY" -m venv .venv-onnx
+fi
+.venv-onnx/bin/python -m pip install -q -e ".[onnx]"
+if .venv-onnx/bin/python -c "import torch" >/dev/null 2>&1; then
+  echo "setup: .venv-onnx has torch; it must hold wmsim[onnx] only: rm -rf .venv-onnx and run again" >&2
+  exit 1
+fi
+echo "setup: ready ($(cat .venv/constraints.txt); .venv-onnx: wmsim[onnx], no torch)"

@@ -28,6 +28,7 @@ _LAZY = {
     "WorldModelConfig": "config",
     "model_preset": "config",
     "DreamEnv": "dream",
+    "DreamSimulator": "dream",
     "DreamVectorEnv": "dream",
     "LatentObservation": "dream",
     "write_dream_video": "dream",
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
         WorldModelConfig,
         model_preset,
     )
-    from .dream import DreamEnv, DreamVectorEnv, LatentObservation, write_dream_video
+    from .dream import DreamEnv, DreamSimulator, DreamVectorEnv, LatentObservation, write_dream_video
     from .envs import EnvSpec, make_env
     from .registry import register_dream, register_known_models
     from .rssm import RSSM, State
@@ -84,6 +85,7 @@ __all__ = [
     "BundleError",
     "DecoderConfig",
     "DreamEnv",
+    "DreamSimulator",
     "DreamVectorEnv",
     "EncoderConfig",
     "EnvSpec",

@@ -45,6 +45,7 @@ from .config import WorldModelConfig, from_dict, to_dict
 from .envs import EnvSpec
 from .fileio import atomic_directory
 from .rssm import State
+from .sharing import BundleHubMixin
 from .world_model import IOSpec, WorldModel
 
 STORAGE_DTYPES = {name: getattr(torch, name) for name in STORAGE_DTYPE_NAMES}
@@ -76,8 +77,10 @@ class StartStates:
 
 
 @dataclass
-class Bundle:
-    """A loaded bundle: the model (on CPU, eval mode), its env description and start states."""
+class Bundle(BundleHubMixin):
+    """A loaded bundle: the model (on CPU, eval mode), its env description and start states.
+    ``Bundle.from_pretrained(name_or_repo_or_dir)``, ``save_pretrained(dir)`` and ``push_to_hub(repo_id)``
+    load and share it the Hugging Face way (:mod:`wmsim.sharing`)."""
 
     model: WorldModel
     env_spec: EnvSpec

@@ -1,8 +1,10 @@
 """Model cards for bundles, written with ``huggingface_hub``'s card tooling (no torch needed).
 
-The card (``README.md`` in the bundle) carries metadata the Hub indexes (``library_name: wmsim``, tags,
-and evaluation results in ``model-index`` like Stable-Baselines3's Hub packages), a usage snippet that
-works, how the model was trained, and its measured figures, read from files in the bundle:
+The card (``README.md`` in the bundle) carries metadata the Hub indexes (``license``,
+``pipeline_tag: reinforcement-learning``, ``library_name: wmsim``, tags, and the model's own results in
+``model-index`` as Stable-Baselines3's Hub packages report them: real-env returns of policies trained in
+this model's dream, baselines such as a random policy only in the text), a usage snippet that works,
+how the model was trained, and its measured figures, read from files in the bundle:
 
 - ``openloop.json`` (``wmsim evaluate``): open-loop fidelity against horizon on held-out real episodes;
 - ``transfer.json`` (``wmsim eval --record``): real-env returns of policies trained in the dream;
@@ -24,6 +26,9 @@ OPENLOOP_FILE = "openloop.json"
 TRANSFER_FILE = "transfer.json"
 MEDIA_FILES = ("dream_vs_real.gif", "openloop.png")
 HORIZONS = (1, 5, 15, 50)
+LICENSE = "mit"  # wmsim's own licence, under which the bundles it writes are published
+#: ``transfer.json`` keys of baselines: shown in the card's text, not reported as the model's results.
+BASELINES = ("random",)
 
 
 def env_id_of(config: dict[str, Any]) -> str:
@@ -116,9 +121,12 @@ def build_card(
             metric_name=f"mean_reward ({result['label']})",
             metric_value=f"{result['mean']:.2f} +/- {result['std']:.2f}",
         )
-        for result in (transfer or {}).get("results", {}).values()
+        for key, result in (transfer or {}).get("results", {}).items()
+        if key not in BASELINES
     ]
     data = ModelCardData(
+        license=LICENSE,
+        pipeline_tag="reinforcement-learning",
         library_name="wmsim",
         tags=[
             "world-model",
@@ -134,8 +142,8 @@ def build_card(
         f"# {name or repo_id or shown.name}: a DreamerV2 world model of {env_id}",
         "A discrete world model (RSSM with"
         f" {config['model']['rssm']['stoch']}x{config['model']['rssm']['classes']} categorical latents)"
-        f" of `{env_id}`, packaged as a [wmsim](https://pypi.org/project/wmsim/) bundle: a Gymnasium"
-        " environment that steps in latent space, batched on a GPU or CPU.",
+        f" of `{env_id}`, packaged as a wmsim bundle: a Gymnasium environment that steps in latent space,"
+        " batched on a GPU or CPU.",
         "## Usage\n\n```python\n" + usage_snippet(name, repo_id, env_id, str(shown)) + "\n```",
         _model_section(config),
         _training_section(config),
@@ -288,7 +296,14 @@ def _transfer_section(transfer: dict[str, Any] | None, env_id: str = "") -> str:
             f" {command} |"
         )
     table = "\n".join(rows)
-    return f"## Transfer\n\nReturns in the real environment (seeded episodes):\n\n{table}{published}"
+    baselines = [results[key]["label"] for key in BASELINES if key in results]
+    note = (
+        f"\n\nBaselines for comparison, not results of this model (nor in its `model-index`):"
+        f" {', '.join(baselines)}."
+        if baselines
+        else ""
+    )
+    return f"## Transfer\n\nReturns in the real environment (seeded episodes):\n\n{table}{note}{published}"
 
 
 def _media_section(path: Path) -> str:

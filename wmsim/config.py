@@ -2,7 +2,8 @@
 
 Every config is a frozen dataclass that round-trips exactly through JSON (:func:`to_dict` /
 :func:`from_dict`). The presets copy the official DreamerV2 configuration (``atari``, ``dmc_vision``,
-``dmc_proprio``); ``small`` and ``tiny`` are CPU sizes for quick runs and tests.
+``dmc_proprio``); ``atari_cpu`` and ``dmc_vision_cpu`` / ``dmc_proprio_cpu`` are the same setups sized for
+two CPU cores; ``small`` and ``tiny`` are CPU sizes for quick runs and tests.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ class RSSMConfig:
     def feat_size(self) -> int:
         """Length of the model-state features ``concat(deter, flat(stoch))``."""
         return self.deter + self.stoch_size
+
+    @property
+    def feat_segments(self) -> tuple[tuple[int, int], ...]:
+        """The features' layout for :class:`wmsim.nn.SegmentLinear`: dense ``deter``, one-hot ``stoch``."""
+        return ((self.deter, 0), (self.stoch_size, self.classes))
 
 
 @dataclass(frozen=True)
@@ -182,6 +188,36 @@ def _dmc(vision: bool) -> WorldModelConfig:
     )
 
 
+def _atari_cpu() -> WorldModelConfig:
+    """The Atari preset sized for 2 CPU cores (the shipped Pong model's size): CNN depth 16 instead
+    of 48, deter 256 instead of 600, heads 2 x 256 instead of 4 x 400. Adam epsilon 1e-8 (at 1e-5 the
+    encoder's small gradients sat below epsilon), the learning rate 4e-4, free nats 1, and the object
+    weight 10 for the image loss, so Pong's 3-pixel ball is learnt (see docs/pretrained.md)."""
+    return WorldModelConfig(
+        rssm=RSSMConfig(deter=256, hidden=256),
+        encoder=EncoderConfig(cnn_depth=16),
+        decoder=DecoderConfig(cnn_depth=16),
+        reward_head=HeadConfig(layers=2, units=256),
+        discount_head=HeadConfig(layers=2, units=256),
+        loss=LossConfig(kl_scale=0.1, kl_free=1.0, discount_scale=5.0, object_scale=10.0),
+        optim=OptimConfig(lr=4e-4, eps=1e-8),
+        discount=0.999,
+        reward_transform="tanh",
+    )
+
+
+def _dmc_cpu() -> WorldModelConfig:
+    """The DMC preset sized for 2 CPU cores: CNN depth 16 instead of 48, heads 2 x 200 instead of
+    4 x 400; the RSSM (deter 200, 32 x 32 latents), losses and learning rate are the paper's."""
+    return dataclasses.replace(
+        _dmc(vision=True),
+        encoder=EncoderConfig(cnn_depth=16, mlp_layers=2, mlp_units=200),
+        decoder=DecoderConfig(cnn_depth=16, mlp_layers=2, mlp_units=200),
+        reward_head=HeadConfig(layers=2, units=200),
+        discount_head=HeadConfig(layers=2, units=200),
+    )
+
+
 def _small() -> WorldModelConfig:
     return WorldModelConfig(
         rssm=RSSMConfig(deter=128, hidden=128, stoch=16, classes=16),
@@ -214,6 +250,9 @@ MODEL_PRESETS: dict[str, typing.Callable[[], WorldModelConfig]] = {
     "atari": _atari,
     "dmc_vision": lambda: _dmc(vision=True),
     "dmc_proprio": lambda: _dmc(vision=False),
+    "atari_cpu": _atari_cpu,
+    "dmc_vision_cpu": _dmc_cpu,
+    "dmc_proprio_cpu": _dmc_cpu,
     "small": _small,
     "tiny": _tiny,
 }

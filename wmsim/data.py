@@ -77,3 +77,33 @@ def rollout(
 def stack_steps(steps: list[Step]) -> dict[str, np.ndarray]:
     """A list of steps as a dict of arrays with a leading time axis."""
     return {key: np.stack([np.asarray(step[key]) for step in steps]) for key in steps[0]}
+
+
+def play_episodes(
+    env: gym.Env,
+    act: Policy,
+    episodes: int,
+    seed: int,
+    *,
+    on_reset: Callable[[int], Any] | None = None,
+    max_steps: int | None = None,
+) -> list[float]:
+    """The returns of ``episodes`` episodes of ``act(obs) -> action`` in ``env``, episode ``i`` from
+    ``env.reset(seed=seed + i)``; ``on_reset(seed + i)`` is called after each reset (a stateful policy
+    resets its filter and reseeds its sampling there, so every episode is reproducible on its own).
+    An episode is cut after ``max_steps`` steps when given. The one real-env evaluation loop."""
+    if episodes < 1:
+        raise ValueError(f"episodes={episodes} must be at least 1")
+    returns = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        if on_reset is not None:
+            on_reset(seed + episode)
+        total, steps, done = 0.0, 0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            total += float(reward)
+            steps += 1
+            done = terminated or truncated or (max_steps is not None and steps >= max_steps)
+        returns.append(total)
+    return returns

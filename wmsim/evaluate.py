@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +30,15 @@ from .world_model import OBJECT_THRESHOLD, WorldModel
 
 #: A predicted object pixel counts as drawn within this fraction of its distance from the median frame.
 OBJECT_TOLERANCE = 0.25
+
+#: Regions ``(rows, columns)`` of 64x64 frames whose objects are scored on their own, per env id: in
+#: Pong the ball is the only object between the paddles (columns 6-7 and 56-57) below the score.
+REGIONS: dict[str, dict[str, tuple[slice, slice]]] = {
+    "atari/Pong": {"ball": (slice(10, 59), slice(8, 56))},
+}
+
+#: A predicted (transformed) reward counts as a predicted event beyond this fraction of the real one.
+EVENT_FRACTION = 0.5
 
 
 @dataclass
@@ -47,6 +57,11 @@ class OpenLoopResult:
     counts: list[int]
     object_recall: list[float] | None = None
     object_recall_baseline: list[float] | None = None
+    #: Object recall inside named regions of the frame (:data:`REGIONS`, e.g. Pong's ``ball``).
+    region_recall: dict[str, list[float]] | None = None
+    region_recall_baseline: dict[str, list[float]] | None = None
+    #: One step ahead over every real step (see :func:`one_step_events`).
+    events: dict[str, float] | None = None
 
     def at(self, h: int) -> dict[str, float]:
         """All figures at horizon ``h`` (1-based)."""
@@ -106,20 +121,22 @@ def open_loop(
     stride: int = 5,
     return_predictions: bool = False,
     seed: int = 0,
+    regions: dict[str, tuple[slice, slice]] | None = None,
 ) -> tuple[OpenLoopResult, dict[str, np.ndarray]]:
     """Evaluate ``model`` on ``episodes`` (arrays ``(T_i + 1, ...)`` from :func:`wmsim.data.rollout`).
 
     Latents are sampled, as in training (the mode of a broad categorical is not a typical state), from a
     generator seeded with ``seed`` so the figures are reproducible; the global RNG is left untouched.
     Returns the result and, if ``return_predictions``, the first window of every episode as arrays
-    ``real (E, context + horizon, ...)`` / ``pred (E, horizon, ...)`` for pictures.
+    ``real (E, context + horizon, ...)`` / ``pred (E, horizon, ...)`` for pictures. ``regions``: named
+    parts of the frame whose object recall is also reported on its own (see :data:`REGIONS`).
     """
     if context < 1 or horizon < 1:
         raise ValueError(f"context={context} and horizon={horizon} must be at least 1")
     devices = [next(model.parameters()).device] if next(model.parameters()).is_cuda else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        return _open_loop(model, episodes, context, horizon, stride, return_predictions)
+        return _open_loop(model, episodes, context, horizon, stride, return_predictions, regions or {})
 
 
 def _open_loop(
@@ -129,6 +146,7 @@ def _open_loop(
     horizon: int,
     stride: int,
     return_predictions: bool,
+    regions: dict[str, tuple[slice, slice]],
 ) -> tuple[OpenLoopResult, dict[str, np.ndarray]]:
     device = next(model.parameters()).device
     model.eval()
@@ -193,11 +211,23 @@ def _open_loop(
         termination_acc_baseline=per_h(base_acc),
         counts=[int(n) for n in counts.cpu()],
     )
+    result.events = one_step_events(model, posts, batch, lengths)
     if model.io.image:
         steps_valid = np.arange(max_len)[None] < np.asarray(lengths)[:, None]
         background = torch.as_tensor(np.median(arrays["obs"][steps_valid], axis=0), device=device)
         result.object_recall = _pooled_recall(*object_hits(real_obs, pred_obs, background), mask)
         result.object_recall_baseline = _pooled_recall(*object_hits(real_obs, last_obs, background), mask)
+        result.region_recall, result.region_recall_baseline = {}, {}
+        for name, (rows, cols) in regions.items():
+
+            def part(frames: torch.Tensor, rows: slice = rows, cols: slice = cols) -> torch.Tensor:
+                return frames[:, :, rows, cols]
+
+            real_part, back = part(real_obs), background[rows, cols]
+            result.region_recall[name] = _pooled_recall(*object_hits(real_part, part(pred_obs), back), mask)
+            result.region_recall_baseline[name] = _pooled_recall(
+                *object_hits(real_part, part(last_obs), back), mask
+            )
     pictures: dict[str, np.ndarray] = {}
     if return_predictions:
         first = [min(k for k, (i, _) in enumerate(cuts) if i == e) for e in range(len(episodes))]
@@ -207,6 +237,53 @@ def _open_loop(
             "valid": valid[first].cpu().numpy(),
         }
     return result, pictures
+
+
+def one_step_events(
+    model: WorldModel, posts: Any, batch: dict[str, torch.Tensor], lengths: list[int]
+) -> dict[str, float]:
+    """How often the model sees the events of real episodes coming, one step ahead: for every real step
+    ``t >= 1``, the prior from the posterior at ``t - 1`` and the real action predicts its reward and
+    its termination.
+
+    - ``reward_up_recall`` / ``reward_down_recall``: of the steps with a positive (negative) reward
+      (points won and lost in Pong), the share whose predicted transformed reward has the same sign and
+      at least :data:`EVENT_FRACTION` of the real one's size; ``reward_false_alarm``: of the steps with
+      zero reward, the share predicted beyond that size of the smallest real event.
+    - ``termination_recall``: of the terminal steps, the share predicted to end (continue
+      probability below 0.5); ``termination_false_alarm``: of the other steps, the share predicted to.
+    Counts of each kind of step are included; a rate is NaN where there is no such step.
+    """
+    length = batch["reward"].shape[1]
+    valid = (
+        torch.arange(1, length, device=batch["reward"].device)[None]
+        < torch.as_tensor(lengths, device=batch["reward"].device)[:, None]
+    )
+    prev = posts.map(lambda t: t[:, :-1].flatten(0, 1))
+    state = model.rssm.img_step(prev, batch["action"][:, 1:].float().flatten(0, 1))
+    feat = state.feat
+    pred_reward = model.reward(feat).reshape(valid.shape)
+    pred_end = (model.continue_prob(feat) < 0.5).reshape(valid.shape)
+    real = model.transform_reward(batch["reward"][:, 1:].float())
+    terminal = batch["is_terminal"][:, 1:].bool()
+    up, down, zero = (real > 0) & valid, (real < 0) & valid, (real == 0) & valid
+    smallest = real[up | down].abs().min() if bool((up | down).any()) else torch.tensor(1.0)
+    bar = EVENT_FRACTION * real.abs()
+
+    def rate(hit: torch.Tensor, among: torch.Tensor) -> float:
+        count = int(among.sum())
+        return float((hit & among).sum()) / count if count else float("nan")
+
+    return {
+        "reward_up_steps": int(up.sum()),
+        "reward_up_recall": rate(pred_reward >= bar, up),
+        "reward_down_steps": int(down.sum()),
+        "reward_down_recall": rate(pred_reward <= -bar, down),
+        "reward_false_alarm": rate(pred_reward.abs() >= EVENT_FRACTION * smallest, zero),
+        "terminal_steps": int((terminal & valid).sum()),
+        "termination_recall": rate(pred_end, terminal & valid),
+        "termination_false_alarm": rate(pred_end, ~terminal & valid),
+    }
 
 
 def object_hits(
@@ -310,11 +387,13 @@ def _vector_plot(real: np.ndarray, pred: np.ndarray, valid: np.ndarray, path: Pa
 
 
 def format_table(result: OpenLoopResult, horizons: tuple[int, ...] = (1, 5, 15, 50)) -> str:
-    """A small text table of the figures at a few horizons."""
+    """A small text table of the figures at a few horizons, and the one-step events under it."""
+    regions = result.region_recall or {}
     lines = [
         f"{'horizon':>7} {'windows':>7} {'obs mse':>10} {'(repeat)':>10} {'rew mae':>9} {'(repeat)':>9}"
         f" {'term acc':>8} {'(never)':>8}"
         + (f" {'objects':>8} {'(repeat)':>8}" if result.object_recall is not None else "")
+        + "".join(f" {name:>8} {'(repeat)':>8}" for name in regions)
     ]
     for h in horizons:
         if h > result.horizon or result.counts[h - 1] == 0:
@@ -329,5 +408,17 @@ def format_table(result: OpenLoopResult, horizons: tuple[int, ...] = (1, 5, 15, 
                 if "object_recall" in f
                 else ""
             )
+            + "".join(
+                f" {values[h - 1]:>8.3f} {(result.region_recall_baseline or {})[name][h - 1]:>8.3f}"
+                for name, values in regions.items()
+            )
+        )
+    if result.events:
+        e = result.events
+        lines.append(
+            f"one step ahead: rewards > 0 seen {e['reward_up_recall']:.2f} ({e['reward_up_steps']} steps),"
+            f" < 0 seen {e['reward_down_recall']:.2f} ({e['reward_down_steps']}), false alarms"
+            f" {e['reward_false_alarm']:.3f}; terminations seen {e['termination_recall']:.2f}"
+            f" ({e['terminal_steps']}), false alarms {e['termination_false_alarm']:.3f}"
         )
     return "\n".join(lines)

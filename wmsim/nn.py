@@ -1,25 +1,165 @@
-"""Small network building blocks of DreamerV2: MLP, CNN encoder, transposed-CNN decoder and the
-layer-normalised GRU cell."""
+"""Small network building blocks of DreamerV2: MLP, CNN encoder, transposed-CNN decoder, the
+layer-normalised GRU cell, and the official code's initialisation and optimiser."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def init_glorot_(module: nn.Module) -> nn.Module:
+    """DreamerV2's initialisation (the Keras defaults of the official code), in place: Glorot-uniform
+    weights and zero biases for every linear layer and (transposed) convolution in ``module``.
+    PyTorch's defaults draw smaller weights (``U(+-1/sqrt(fan_in))``) and non-zero biases."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+    return module
+
+
+def dreamer_adam(
+    params: Iterable[nn.Parameter], lr: float, eps: float, weight_decay: float
+) -> torch.optim.AdamW:
+    """Adam with DreamerV2's weight decay: every step first multiplies each weight by
+    ``1 - weight_decay``, whatever the learning rate (the official ``var.assign((1 - wd) * var)``).
+    AdamW decays by ``lr * coefficient``, so the coefficient is ``weight_decay / lr``."""
+    if lr <= 0:
+        raise ValueError(f"learning rate {lr} must be positive")
+    return torch.optim.AdamW(params, lr=lr, eps=eps, weight_decay=weight_decay / lr)
+
+
+#: The layout of a linear layer's input: ``(size, classes)`` per segment, in order; ``classes == 0``
+#: marks a dense segment, ``classes == K`` a segment of ``size // K`` one-hot categorical variables.
+Segments = tuple[tuple[int, int], ...]
+
+
+class _Switch:
+    enabled = True
+
+
+_FAST = _Switch()
+
+
+@contextlib.contextmanager
+def dense_products() -> Iterator[None]:
+    """Within the block, :class:`SegmentLinear` layers take the plain dense product (for checks and
+    benchmarks of the one-hot fast path)."""
+    previous, _FAST.enabled = _FAST.enabled, False
+    try:
+        yield
+    finally:
+        _FAST.enabled = previous
+
+
+class _OneHotProduct(torch.autograd.Function):
+    """``onehot (N, S, K) -> onehot.flatten(1) @ weight.T``, ``weight: (O, S*K)``, for rows that are
+    one-hot per variable (or all zero): each variable adds the one column it selects (``S`` columns
+    per row, not ``S*K``), times the selected entry's value (1, or 0 for an all-zero variable).
+
+    The backward pass is the plain one (dense products, which the matrix units do faster than a
+    scatter of ``N * S`` rows), so straight-through gradients into the class probabilities and the
+    weight gradients are those of the dense product.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, onehot: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        _, variables, classes = onehot.shape
+        ctx.save_for_backward(onehot, weight)
+        # One pass over the rows finds each variable's class and value: (sum_k k x_k, sum_k x_k).
+        probe = torch.stack([torch.arange(classes), torch.ones(classes)], -1).to(onehot)
+        weighted, value = (onehot.reshape(-1, classes) @ probe).float().reshape(-1, variables, 2).unbind(-1)
+        position = weighted / value.clamp(min=1e-6)
+        index = position.round()
+        # Rows that are not one-hot (hand-made features) take the dense product: never a wrong result.
+        if bool(((position - index).abs() > 1e-3).any() | ((value - value.round()).abs() > 1e-3).any()):
+            return onehot.flatten(1) @ weight.t()
+        flat = index.long().clamp(0, classes - 1) + classes * torch.arange(variables, device=onehot.device)
+        columns = weight.t().contiguous()  # embedding_bag is slow on a strided table
+        return F.embedding_bag(flat, columns, per_sample_weights=value.to(weight.dtype), mode="sum")
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        onehot, weight = ctx.saved_tensors
+        grad_onehot = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_onehot = (grad @ weight.to(grad.dtype)).reshape(onehot.shape).to(onehot.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_weight = (grad.t() @ onehot.flatten(1).to(grad.dtype)).to(weight.dtype)
+        return grad_onehot, grad_weight
+
+
+class SegmentLinear(nn.Linear):
+    """A linear layer over a concatenation of dense and one-hot segments (see :data:`Segments`), such
+    as the model-state features ``concat(deter, flat(stoch))``. Same parameters and state dict as
+    ``nn.Linear``; a one-hot segment is multiplied by gathering the weight columns it selects, which
+    for DreamerV2's 32 x 32 latents is 32 times fewer multiplications than the dense product.
+
+    The one-hot segments hold one-hot rows per variable (or all-zero ones, the initial state) in every
+    state of :class:`~wmsim.rssm.RSSM`; inputs that are not one-hot are detected and take the dense
+    product. The fast path is for CPUs; on GPUs and in exported graphs (ONNX) the layer is a plain
+    ``nn.Linear``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, segments: Segments, bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        if sum(size for size, _ in segments) != in_features:
+            raise ValueError(f"segments {segments} do not add up to {in_features} input features")
+        for size, classes in segments:
+            if classes and size % classes:
+                raise ValueError(
+                    f"a one-hot segment of {size} features does not hold {classes}-class variables"
+                )
+        self.segments = segments
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        exporting = torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+        if not _FAST.enabled or exporting or inputs.device.type != "cpu":
+            return super().forward(inputs)
+        batch_shape = inputs.shape[:-1]
+        flat = inputs.reshape(-1, inputs.shape[-1])
+        out: torch.Tensor | None = None
+        start = 0
+        for size, classes in self.segments:
+            part, weight = flat[:, start : start + size], self.weight[:, start : start + size]
+            if classes:
+                term = _OneHotProduct.apply(part.reshape(len(flat), size // classes, classes), weight)
+            else:
+                term = F.linear(part, weight)
+            out = term if out is None else out + term
+            start += size
+        assert out is not None
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*batch_shape, self.out_features)
+
+
+def _linear(in_size: int, out_size: int, segments: Segments | None) -> nn.Linear:
+    return nn.Linear(in_size, out_size) if segments is None else SegmentLinear(in_size, out_size, segments)
 
 
 class MLP(nn.Sequential):
     """``layers`` hidden ELU layers of ``units``, then a linear output of ``out_size``.
+    ``segments``: the layout of the input (see :class:`SegmentLinear`), for inputs with one-hot parts.
 
     ``(..., in_size) -> (..., out_size)``.
     """
 
-    def __init__(self, in_size: int, out_size: int, layers: int, units: int) -> None:
+    def __init__(
+        self, in_size: int, out_size: int, layers: int, units: int, segments: Segments | None = None
+    ) -> None:
         modules: list[nn.Module] = []
         size = in_size
         for _ in range(layers):
-            modules += [nn.Linear(size, units), nn.ELU()]
+            modules += [_linear(size, units, None if modules else segments), nn.ELU()]
             size = units
-        modules.append(nn.Linear(size, out_size))
+        modules.append(_linear(size, out_size, None if modules else segments))
         super().__init__(*modules)
 
 
@@ -77,11 +217,18 @@ class ConvDecoder(nn.Module):
     [-0.5, 0.5].
     """
 
-    def __init__(self, feat_size: int, channels: int, depth: int, kernels: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        feat_size: int,
+        channels: int,
+        depth: int,
+        kernels: tuple[int, ...],
+        segments: Segments | None = None,
+    ) -> None:
         super().__init__()
         self.channels = channels
         self.in_channels = 32 * depth
-        self.linear = nn.Linear(feat_size, self.in_channels)
+        self.linear = _linear(feat_size, self.in_channels, segments)
         layers: list[nn.Module] = []
         in_ch = self.in_channels
         for i, kernel in enumerate(kernels):

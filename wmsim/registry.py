@@ -21,7 +21,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .bundle import Bundle
@@ -119,13 +119,29 @@ def known_names() -> list[str]:
     return sorted(set(PRETRAINED) | set(KNOWN_MODELS))
 
 
-def resolve_model_dir(model: str | os.PathLike, revision: str | None = None) -> Path:
+NO_MODEL = (
+    'no model given: gym.make("wmsim/Dream", model=...) takes a bundle directory, a Hub repo id'
+    ' ("owner/name") or a pretrained name; or use a named id such as "wmsim/CartPole-dream"'
+)
+
+
+def resolve_model_dir(
+    model: Bundle | str | os.PathLike,
+    revision: str | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+    force_download: bool = False,
+) -> Path:
     """The bundle directory that ``model`` names (see the module docstring for the order).
 
     Args:
-        model: a bundle directory, a registered or pretrained name, or a Hub repo id
-            (``owner/name`` or ``owner/name@revision``).
+        model: a bundle directory, a registered or pretrained name, a Hub repo id (``owner/name`` or
+            ``owner/name@revision``), or a loaded :class:`~wmsim.Bundle` saved in a directory.
         revision: a Hub revision (branch, tag or commit) overriding the pinned or given one.
+        cache_dir, token, local_files_only, force_download: passed to the Hub client for repos
+            (``huggingface_hub``'s meanings).
 
     Raises:
         UnknownModelError: ``model`` is none of the above.
@@ -133,8 +149,22 @@ def resolve_model_dir(model: str | os.PathLike, revision: str | None = None) -> 
             revision, refused files); the message says what to do.
     """
     if model is None:
-        raise ValueError('no model given: pass a bundle directory, a Hub repo id ("owner/name") or a name')
+        raise ValueError(NO_MODEL)
+    if _is_bundle(model):
+        if model.path is None:  # type: ignore[union-attr]
+            raise ValueError(
+                "this wmsim.Bundle was never saved, so it has no directory: save it with"
+                " bundle.save_pretrained(DIR) and pass DIR"
+            )
+        return Path(model.path)  # type: ignore[union-attr]
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(
+            f"model must be a Bundle, a bundle directory, a model name or a Hub repo id,"
+            f" got {type(model).__name__}"
+        )
     key = os.fspath(model)
+    if key in _OBJECTS:
+        return resolve_model_dir(_OBJECTS[key])
     path = Path(key).expanduser()
     if path.exists():
         log.debug("model %r: explicit local path %s", key, path)
@@ -152,24 +182,37 @@ def resolve_model_dir(model: str | os.PathLike, revision: str | None = None) -> 
     else:
         raise UnknownModelError(_unknown_message(key))
     rev = revision or given_revision or pinned
-    return _from_hub(key, repo_id, rev, entry)
+    options = {"cache_dir": cache_dir, "token": token, "force_download": force_download}
+    return _from_hub(key, repo_id, rev, entry, local_files_only, options)
 
 
-def _from_hub(key: str, repo_id: str, revision: str | None, entry: PretrainedModel | None) -> Path:
+def _from_hub(
+    key: str,
+    repo_id: str,
+    revision: str | None,
+    entry: PretrainedModel | None,
+    local_files_only: bool,
+    options: dict[str, Any],
+) -> Path:
     import hub
 
-    try:
-        found = hub.download_bundle(repo_id, revision, local_files_only=True)
-        log.debug("model %r: found %s@%s in the Hub cache: %s", key, repo_id, revision or "main", found)
-        return found
-    except hub.NotCachedError:
-        log.debug("model %r: %s@%s is not in the Hub cache", key, repo_id, revision or "main")
+    if not options["force_download"]:
+        try:
+            found = hub.download_bundle(
+                repo_id, revision, local_files_only=True, cache_dir=options["cache_dir"]
+            )
+            log.debug("model %r: found %s@%s in the Hub cache: %s", key, repo_id, revision or "main", found)
+            return found
+        except hub.NotCachedError:
+            log.debug("model %r: %s@%s is not in the Hub cache", key, repo_id, revision or "main")
     error: Exception | None = None
     if hub.is_offline():
         log.debug("model %r: the Hub is offline (HF_HUB_OFFLINE), not asking it", key)
+    elif local_files_only:
+        log.debug("model %r: local_files_only, not asking the Hub", key)
     else:
         try:
-            found = hub.download_bundle(repo_id, revision)
+            found = hub.download_bundle(repo_id, revision, **options)
             log.debug("model %r: downloaded %s@%s from the Hub: %s", key, repo_id, revision or "main", found)
             return found
         except hub.HubError as exc:
@@ -180,10 +223,11 @@ def _from_hub(key: str, repo_id: str, revision: str | None, entry: PretrainedMod
         return entry.shipped_dir
     if error is not None:
         raise error
+    why = "local_files_only is set" if local_files_only and not hub.is_offline() else "HF_HUB_OFFLINE is set"
     raise hub.NotCachedError(
-        f"model {key!r} ({repo_id}@{revision or 'main'}) is not in the Hub cache and the Hub is offline"
-        f" (HF_HUB_OFFLINE is set): run `wmsim pull {_pull_argument(key, revision, entry)}` where there is"
-        " network, or unset HF_HUB_OFFLINE,"
+        f"model {key!r} ({repo_id}@{revision or 'main'}) is not in the Hub cache and the Hub is not asked"
+        f" ({why}): run `wmsim pull {_pull_argument(key, revision, entry)}` where there is network, or unset"
+        " HF_HUB_OFFLINE,"
         " or pass a local bundle directory"
     )
 
@@ -212,19 +256,10 @@ def resolve_model(model: Bundle | str | os.PathLike, revision: str | None = None
     if _is_bundle(model):
         return model  # type: ignore[return-value]
     if model is None:
-        raise ValueError(
-            'no model given: gym.make("wmsim/Dream", model=...) takes a bundle directory, a Hub repo id'
-            ' ("owner/name") or a pretrained name; or use a named id such as "wmsim/CartPole-dream"'
-        )
-    if not isinstance(model, (str, os.PathLike)):
-        raise TypeError(
-            f"model must be a Bundle, a bundle directory, a model name or a Hub repo id,"
-            f" got {type(model).__name__}"
-        )
-    key = os.fspath(model)
-    if key in _OBJECTS:
-        return _OBJECTS[key]
-    path = resolve_model_dir(key, revision)
+        raise ValueError(NO_MODEL)
+    if isinstance(model, (str, os.PathLike)) and os.fspath(model) in _OBJECTS:
+        return _OBJECTS[os.fspath(model)]
+    path = resolve_model_dir(model, revision)
     from .bundle import load_bundle
 
     config = path / "config.json"
@@ -232,7 +267,7 @@ def resolve_model(model: Bundle | str | os.PathLike, revision: str | None = None
     with _LOCK:
         cache_key = (str(path.resolve()), stamp)
         if cache_key not in _CACHE:
-            log.debug("model %r: loading bundle %s", key, path)
+            log.debug("model %r: loading bundle %s", model, path)
             _CACHE[cache_key] = load_bundle(path)
         return _CACHE[cache_key]
 
@@ -272,8 +307,8 @@ def _register(env_id: str, kwargs: dict[str, object]) -> None:
         return
     gym.register(
         id=env_id,
-        entry_point="wmsim.dream.factory:make_dream_env",
-        vector_entry_point="wmsim.dream.factory:make_dream_vector_env",
+        entry_point="wmsim.dream.env:DreamEnv",
+        vector_entry_point="wmsim.dream.vector_env:DreamVectorEnv",
         kwargs=kwargs,
         disable_env_checker=True,
         order_enforce=True,

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import RSSMConfig
-from .nn import LayerNormGRUCell
+from .nn import LayerNormGRUCell, SegmentLinear
 
 
 class State(NamedTuple):
@@ -51,15 +51,22 @@ def sample_one_hot(logits: torch.Tensor, noise: torch.Tensor | None = None) -> t
     """Draw one-hot samples from categoricals with straight-through gradients.
 
     ``logits: (..., K)``; ``noise``: optional uniform(0, 1) numbers of the same shape (the Gumbel-max
-    trick turns them into a sample, so a caller that supplies them gets a deterministic result).
+    trick turns them into a sample, so a caller that supplies them, as the dream environments and the
+    exported graphs do, gets a deterministic result). Without ``noise`` the sample is drawn by
+    inversion, from one uniform number per categorical instead of ``K``: the first class whose
+    cumulative probability exceeds it.
     Returns ``one_hot + probs - sg(probs)``: forward value one-hot, gradient of the probabilities.
     """
-    if noise is None:
-        noise = torch.rand_like(logits)
-    gumbel = -torch.log(-torch.log(noise.clamp(1e-20, 1.0 - 1e-7)))
-    index = (logits + gumbel).argmax(-1)
-    one_hot = F.one_hot(index, logits.shape[-1]).to(logits.dtype)
     probs = torch.softmax(logits, -1)
+    if noise is None:
+        with torch.no_grad():
+            uniform = torch.rand_like(probs[..., :1])
+            below = probs.cumsum(-1) <= uniform * probs.sum(-1, keepdim=True)
+            index = below.sum(-1).clamp(max=logits.shape[-1] - 1)
+    else:
+        gumbel = -torch.log(-torch.log(noise.clamp(1e-20, 1.0 - 1e-7)))
+        index = (logits + gumbel).argmax(-1)
+    one_hot = F.one_hot(index, logits.shape[-1]).to(logits.dtype)
     return one_hot + probs - probs.detach()
 
 
@@ -109,7 +116,8 @@ class RSSM(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.img_in = nn.Sequential(nn.Linear(c.stoch_size + action_size, c.hidden), nn.ELU())
+        segments = ((c.stoch_size, c.classes), (action_size, 0))
+        self.img_in = nn.Sequential(SegmentLinear(c.stoch_size + action_size, c.hidden, segments), nn.ELU())
         self.gru = LayerNormGRUCell(c.hidden, c.deter, norm=c.norm_gru)
         self.img_out = nn.Sequential(
             nn.Linear(c.deter, c.hidden), nn.ELU(), nn.Linear(c.hidden, c.stoch_size)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import WorldModelConfig
-from .nn import MLP, ConvDecoder, ConvEncoder
+from .nn import MLP, ConvDecoder, ConvEncoder, dreamer_adam, init_glorot_
 from .rssm import RSSM, State, kl_balance_loss
 
 #: How far (on [0, 1]) a pixel must lie from the median frame to count as part of an object.
@@ -95,7 +95,7 @@ class WorldModel(nn.Module):
         super().__init__()
         self.config = config
         self.io = io
-        feat = config.rssm.feat_size
+        feat, segments = config.rssm.feat_size, config.rssm.feat_segments
         if io.image:
             channels = io.obs_shape[-1]
             self.encoder: nn.Module = ConvEncoder(
@@ -103,21 +103,22 @@ class WorldModel(nn.Module):
             )
             embed_size = self.encoder.out_size  # type: ignore[assignment]
             self.decoder: nn.Module = ConvDecoder(
-                feat, channels, config.decoder.cnn_depth, config.decoder.cnn_kernels
+                feat, channels, config.decoder.cnn_depth, config.decoder.cnn_kernels, segments
             )
         else:
             obs_size = io.obs_shape[0]
             e, d = config.encoder, config.decoder
             self.encoder = nn.Sequential(MLP(obs_size, e.mlp_units, e.mlp_layers - 1, e.mlp_units), nn.ELU())
             embed_size = e.mlp_units
-            self.decoder = MLP(feat, obs_size, d.mlp_layers, d.mlp_units)
+            self.decoder = MLP(feat, obs_size, d.mlp_layers, d.mlp_units, segments)
         self.rssm = RSSM(config.rssm, io.action_size, int(embed_size))
-        self.reward_head = MLP(feat, 1, config.reward_head.layers, config.reward_head.units)
+        self.reward_head = MLP(feat, 1, config.reward_head.layers, config.reward_head.units, segments)
         self.discount_head: nn.Module | None = (
-            MLP(feat, 1, config.discount_head.layers, config.discount_head.units)
+            MLP(feat, 1, config.discount_head.layers, config.discount_head.units, segments)
             if config.pred_discount
             else None
         )
+        init_glorot_(self)
 
     # ------------------------------------------------------------------ data preparation
     def prepare_obs(self, obs: torch.Tensor) -> torch.Tensor:
@@ -254,21 +255,24 @@ def _entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(log_probs.exp() * log_probs).sum((-2, -1)).mean()
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` is bf16 autocast on GPUs and fp32 elsewhere; ``bf16`` and ``fp32`` are kept."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"precision={precision!r}: choose 'auto', 'bf16' or 'fp32'")
+    return precision
+
+
 class WorldModelTrainer:
     """Adam + gradient clipping + optional bf16 autocast around :meth:`WorldModel.loss`."""
 
     def __init__(self, model: WorldModel, *, precision: str = "auto") -> None:
         self.model = model
         o = model.config.optim
-        self.optimizer = torch.optim.AdamW(
-            model.parameters(), lr=o.lr, eps=o.eps, weight_decay=o.weight_decay
-        )
+        self.optimizer = dreamer_adam(model.parameters(), o.lr, o.eps, o.weight_decay)
         device = next(model.parameters()).device
-        if precision == "auto":
-            precision = "bf16" if device.type == "cuda" else "fp32"
-        if precision not in ("bf16", "fp32"):
-            raise ValueError(f"precision={precision!r}: choose 'auto', 'bf16' or 'fp32'")
-        self.precision = precision
+        self.precision = resolve_precision(precision, device)
         self.device = device
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[State, dict[str, torch.Tensor]]:

@@ -8,9 +8,15 @@ One update (:meth:`ActorCritic.train_step`), top to bottom as in the paper (sect
 3. predict rewards ``r_t`` and discounts ``c_t = gamma * P(continue)`` along the trajectory;
 4. lambda-returns ``R_t`` from the slow target critic;
 5. actor loss: ``-weight_t * (rho * R_t  [dynamics]  +  (1 - rho) * log pi(a_t) * sg(R_t - v(s_t))
-   [REINFORCE]  +  eta * H[pi(s_t)])``, with ``weight_t = prod_{k<t} c_k`` (stop-gradient);
+   [REINFORCE]  +  eta * H[pi(s_t)])``, with ``weight_t = prod_{k<=t} c_k`` (stop-gradient);
 6. critic loss: ``weight_t * (v(s_t) - sg(R_t))^2 / 2``;
 7. every ``slow_target_update`` updates the target critic is moved to the critic.
+
+The lambda-return ``R_t`` counts the rewards *after* ``s_t`` (``R_t = r_{t+1} + c_{t+1} (...)``): it is
+the value of the action taken at ``s_t``, which matters only while ``s_0 .. s_t`` are all non-terminal,
+hence the weight's product up to and including ``c_t``. The first discount ``c_0`` comes from the
+data's ``is_terminal`` of the start state when the caller has it (as in the official code), otherwise
+from the discount head.
 
 Only the actor's and the critic's parameters change: the world model is frozen during the update.
 """
@@ -27,8 +33,9 @@ from torch import nn
 
 from wmsim.bundle import Bundle
 from wmsim.config import from_dict, to_dict
+from wmsim.nn import dreamer_adam
 from wmsim.rssm import State
-from wmsim.world_model import WorldModel
+from wmsim.world_model import WorldModel, resolve_precision
 
 from .config import ActorCriticConfig
 from .networks import Actor, Critic
@@ -61,16 +68,25 @@ class ActorCritic(nn.Module):
         world_model: WorldModel,
         action_low: torch.Tensor | None = None,
         action_high: torch.Tensor | None = None,
+        precision: str = "fp32",
     ) -> None:
         super().__init__()
         self.config = config
+        self.precision = resolve_precision(precision, torch.device("cpu"))
         io = world_model.io
-        feat = world_model.config.rssm.feat_size
+        feat, segments = world_model.config.rssm.feat_size, world_model.config.rssm.feat_segments
         self.discrete = io.discrete
         self.actor = Actor(
-            feat, io.action_size, io.discrete, config.actor_layers, config.actor_units, min_std=config.min_std
+            feat,
+            io.action_size,
+            io.discrete,
+            config.actor_layers,
+            config.actor_units,
+            min_std=config.min_std,
+            dist=config.actor_dist,
+            segments=segments,
         )
-        self.critic = Critic(feat, config.critic_layers, config.critic_units)
+        self.critic = Critic(feat, config.critic_layers, config.critic_units, segments)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         low = action_low if action_low is not None else -torch.ones(io.action_size)
         high = action_high if action_high is not None else torch.ones(io.action_size)
@@ -81,11 +97,11 @@ class ActorCritic(nn.Module):
         self.updates: torch.Tensor
         self.register_buffer("updates", torch.zeros((), dtype=torch.int64))
         self.gradient = config.gradient(io.discrete)
-        self.actor_opt = torch.optim.AdamW(
-            self.actor.parameters(), lr=config.actor_lr, eps=config.eps, weight_decay=config.weight_decay
+        self.actor_opt = dreamer_adam(
+            self.actor.parameters(), config.actor_lr, config.eps, config.weight_decay
         )
-        self.critic_opt = torch.optim.AdamW(
-            self.critic.parameters(), lr=config.critic_lr, eps=config.eps, weight_decay=config.weight_decay
+        self.critic_opt = dreamer_adam(
+            self.critic.parameters(), config.critic_lr, config.eps, config.weight_decay
         )
 
     # ------------------------------------------------------------------ acting
@@ -103,44 +119,70 @@ class ActorCritic(nn.Module):
         return self.to_model_action(action.detach())
 
     # ------------------------------------------------------------------ imagination
-    def imagine(self, world_model: WorldModel, start: State, horizon: int) -> tuple[torch.Tensor, ...]:
+    def imagine(
+        self, world_model: WorldModel, start: State, horizon: int, is_terminal: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """Roll the actor out in the world model from ``start (N, ...)`` for ``horizon`` steps.
 
         Returns ``feat (H+1, N, F)``, ``action (H, N, A)`` (actor space; ``action[t]`` taken at ``s_t``),
-        ``reward (H+1, N)``, ``discount (H+1, N)`` (index 0: from the start state's features).
+        the actor's raw outputs ``(H, N, P)`` at ``s_0 .. s_{H-1}`` (with their graph, so the update
+        needs no second actor pass), ``reward (H+1, N)`` and ``discount (H+1, N)``. Index 0 is the start
+        state: ``discount[0]`` is ``gamma * (1 - is_terminal)`` when the data's flags
+        ``is_terminal (N,)`` are given, else the head's. With REINFORCE gradients the world model
+        steps without building a graph (nothing is differentiated through it).
         """
+        through_dynamics = self.gradient != "reinforce" and torch.is_grad_enabled()
         state = start
-        feats, actions, rewards, discounts = [start.feat], [], [], []
+        feats, actions, outputs, rewards, discounts = [start.feat], [], [], [], []
         for _ in range(horizon):
-            action = self.actor(state.feat.detach()).sample()
-            state, reward, cont = world_model.step(state, self.to_model_action(action))
+            output = self.actor.net(state.feat.detach())
+            action = self.actor.policy(output).sample()
+            with torch.set_grad_enabled(through_dynamics):
+                model_action = self.to_model_action(action if through_dynamics else action.detach())
+                state, reward, cont = world_model.step(state, model_action)
             feats.append(state.feat)
             actions.append(action)
+            outputs.append(output)
             rewards.append(reward)
             discounts.append(cont * world_model.config.discount)
-        first_cont = world_model.continue_prob(start.feat) * world_model.config.discount
+        if is_terminal is not None:
+            first_cont = (1.0 - is_terminal.reshape(-1).to(feats[0].dtype)) * world_model.config.discount
+        else:
+            first_cont = world_model.continue_prob(start.feat) * world_model.config.discount
         reward_0 = torch.zeros_like(rewards[0])
         return (
             torch.stack(feats),
             torch.stack(actions),
+            torch.stack(outputs),
             torch.stack([reward_0, *rewards]),
             torch.stack([first_cont, *discounts]),
         )
 
     # ------------------------------------------------------------------ learning
-    def train_step(self, world_model: WorldModel, posts: State) -> dict[str, torch.Tensor]:
-        """One actor and one critic update from the posterior states ``posts`` (any batch shape)."""
+    def train_step(
+        self, world_model: WorldModel, posts: State, is_terminal: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """One actor and one critic update from the posterior states ``posts`` (any batch shape), with
+        the data's ``is_terminal`` flags of those states (same batch shape) when there are any."""
         c = self.config
         start = posts.map(lambda t: t.detach().reshape(-1, *t.shape[posts.deter.dim() - 1 :]))
         start = State(start.deter, start.stoch, start.logits)
-        with frozen(world_model):
-            feat, action, reward, discount = self.imagine(world_model, start, c.horizon)
-        target_value = self.target_critic(feat)
+        if is_terminal is not None:
+            is_terminal = is_terminal.reshape(-1)
+        if 0 < c.imag_starts < len(start.deter):
+            chosen = torch.randperm(len(start.deter), device=start.deter.device)[: c.imag_starts]
+            start = start.map(lambda t: t[chosen])
+            is_terminal = is_terminal[chosen] if is_terminal is not None else None
+        autocast = torch.autocast(start.deter.device.type, torch.bfloat16, enabled=self.precision == "bf16")
+        with frozen(world_model), autocast:
+            feat, action, outputs, reward, discount = self.imagine(world_model, start, c.horizon, is_terminal)
+            target_value = self.target_critic(feat).float()
+        reward, discount = reward.float(), discount.float()
         returns = lambda_returns(reward, target_value, discount, c.lambda_)  # (H, N)
-        weight = torch.cumprod(torch.cat([torch.ones_like(discount[:1]), discount[:-1]]), 0).detach()
+        weight = torch.cumprod(discount[:-1], 0).detach()  # (H, N): prod_{k<=t} c_k
 
-        policy = self.actor(feat[:-1].detach())
-        reinforce = policy.log_prob(action) * (returns - target_value[:-1]).detach()
+        policy = self.actor.policy(outputs.float())  # pi(. | s_t) for t < H, from the imagination's pass
+        reinforce = policy.log_prob(action.detach().float()) * (returns - target_value[:-1]).detach()
         if self.gradient == "reinforce":
             objective = reinforce
         elif self.gradient == "dynamics":
@@ -148,14 +190,15 @@ class ActorCritic(nn.Module):
         else:
             objective = c.actor_grad_mix * returns + (1.0 - c.actor_grad_mix) * reinforce
         entropy = policy.entropy()
-        actor_loss = -(weight[:-1] * (objective + c.actor_entropy * entropy)).mean()
+        actor_loss = -(weight * (objective + c.actor_entropy * entropy)).mean()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         actor_norm = nn.utils.clip_grad_norm_(self.actor.parameters(), c.clip)
         self.actor_opt.step()
 
-        value = self.critic(feat[:-1].detach())
-        critic_loss = (weight[:-1] * 0.5 * (value - returns.detach()).pow(2)).mean()
+        with autocast:
+            value = self.critic(feat[:-1].detach()).float()
+        critic_loss = (weight * 0.5 * (value - returns.detach()).pow(2)).mean()
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         critic_norm = nn.utils.clip_grad_norm_(self.critic.parameters(), c.clip)
@@ -206,7 +249,10 @@ def agent_from_bundle(bundle: Bundle, device: torch.device | str = "cpu") -> Act
             f"{where} holds a policy of kind {bundle.policy_config.get('kind')!r}, not {POLICY_KIND!r}"
         )
     try:
-        config = from_dict(ActorCriticConfig, bundle.policy_config["actor_critic"], path=".policy")
+        saved = dict(bundle.policy_config["actor_critic"])
+        if not bundle.model.io.discrete:  # continuous policies saved before the truncated normal
+            saved.setdefault("actor_dist", "tanh_normal")
+        config = from_dict(ActorCriticConfig, saved, path=".policy")
     except (KeyError, ValueError) as exc:
         raise ValueError(f"{where}: policy config is invalid ({exc})") from exc
     tensors = bundle.policy_tensors

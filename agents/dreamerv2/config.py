@@ -3,12 +3,14 @@ values as presets."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from wmsim.config import check_choice
 
 ACTOR_GRADS = ("auto", "reinforce", "dynamics", "both")
+ACTOR_DISTS = ("auto", "onehot", "trunc_normal", "tanh_normal")
 
 
 @dataclass(frozen=True)
@@ -17,10 +19,15 @@ class ActorCriticConfig:
 
     ``actor_grad="auto"`` picks REINFORCE for discrete actions and dynamics backpropagation for
     continuous ones; ``"both"`` mixes them as the official code does:
-    ``actor_grad_mix * dynamics + (1 - actor_grad_mix) * reinforce``.
+    ``actor_grad_mix * dynamics + (1 - actor_grad_mix) * reinforce``. ``actor_dist="auto"`` is the
+    official one-hot categorical (discrete) or truncated normal (continuous); see
+    :class:`~agents.dreamerv2.networks.Actor`. ``imag_starts`` (not in the paper, which imagines
+    from all ``B * T`` posterior states of the world-model batch: ``0``) imagines from that many of
+    them, drawn at random, to cut the actor-critic's arithmetic on a CPU.
     """
 
     horizon: int = 15
+    imag_starts: int = 0
     lambda_: float = 0.95
     actor_layers: int = 4
     actor_units: int = 400
@@ -34,14 +41,18 @@ class ActorCriticConfig:
     actor_grad: str = "auto"
     actor_grad_mix: float = 0.1
     actor_entropy: float = 1e-3
+    actor_dist: str = "auto"
     min_std: float = 0.1
     slow_target_update: int = 100
     slow_target_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         check_choice("actor_grad", self.actor_grad, ACTOR_GRADS)
+        check_choice("actor_dist", self.actor_dist, ACTOR_DISTS)
         if self.horizon < 1:
             raise ValueError(f"horizon={self.horizon} must be at least 1")
+        if self.imag_starts < 0:
+            raise ValueError(f"imag_starts={self.imag_starts} must be 0 (all states) or positive")
         if not 0.0 <= self.lambda_ <= 1.0:
             raise ValueError(f"lambda_={self.lambda_} must lie in [0, 1]")
 
@@ -58,6 +69,22 @@ def _atari() -> ActorCriticConfig:
 
 def _dmc() -> ActorCriticConfig:
     return ActorCriticConfig(actor_lr=8e-5, critic_lr=8e-5, actor_entropy=1e-4, actor_grad="dynamics")
+
+
+def _atari_cpu() -> ActorCriticConfig:
+    """The Atari actor-critic with 2 x 256 networks and imagination from 256 of the 800 posterior
+    states of a batch (the paper: 4 x 400, all 800)."""
+    return dataclasses.replace(
+        _atari(), actor_layers=2, actor_units=256, critic_layers=2, critic_units=256, imag_starts=256
+    )
+
+
+def _dmc_cpu() -> ActorCriticConfig:
+    """The DMC actor-critic with 2 x 200 networks and imagination from 256 of the 800 posterior
+    states of a batch (the paper: 4 x 400, all 800)."""
+    return dataclasses.replace(
+        _dmc(), actor_layers=2, actor_units=200, critic_layers=2, critic_units=200, imag_starts=256
+    )
 
 
 def _small() -> ActorCriticConfig:
@@ -90,6 +117,9 @@ AGENT_PRESETS: dict[str, Callable[[], ActorCriticConfig]] = {
     "atari": _atari,
     "dmc_vision": _dmc,
     "dmc_proprio": _dmc,
+    "atari_cpu": _atari_cpu,
+    "dmc_vision_cpu": _dmc_cpu,
+    "dmc_proprio_cpu": _dmc_cpu,
     "small": _small,
     "tiny": _tiny,
 }

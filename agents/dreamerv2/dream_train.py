@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -44,6 +45,52 @@ class DreamTrainResult:
     updates: int
     bundle: Path
     metrics: dict[str, float]
+    #: With ``eval_every``: one :func:`critic_calibration` row per evaluation, with its update count.
+    curve: list[dict[str, float]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def critic_calibration(
+    bundle: Bundle, agent: ActorCritic, episodes: int = 5, seed: int = 10_000
+) -> dict[str, float]:
+    """Play the actor's mode in the real env and compare the critic with what really happened: the
+    mean critic value of the posterior states visited against the mean discounted return that
+    followed them (the world model's discount; episodes are played to their end). Also the mean
+    undiscounted return per episode."""
+    from wmsim.envs import make_env
+
+    from .policy import RealEnvPolicy
+
+    model = bundle.model
+    env = make_env(bundle.env_spec, seed=seed)
+    policy = RealEnvPolicy(model, agent.actor, env.action_space, agent.to_model_action, mode=True, seed=seed)
+    gamma = model.config.discount
+    values: list[float] = []
+    targets: list[float] = []
+    returns: list[float] = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        policy.reset(seed + episode)
+        rewards, done = [], False
+        while not done:
+            action = policy.act(obs)
+            assert policy.state is not None
+            values.append(float(agent.critic(policy.state.feat)[0]))
+            obs, reward, terminated, truncated, _ = env.step(action)
+            rewards.append(float(reward))
+            done = terminated or truncated
+        running, discounted = 0.0, []
+        for reward in reversed(rewards):
+            running = float(model.transform_reward(torch.tensor(reward))) + gamma * running
+            discounted.append(running)
+        targets.extend(reversed(discounted))
+        returns.append(sum(rewards))
+    env.close()
+    return {
+        "real_return": float(np.mean(returns)),
+        "critic_value": float(np.mean(values)),
+        "discounted_return": float(np.mean(targets)),
+    }
 
 
 def train_in_world_model(
@@ -59,16 +106,22 @@ def train_in_world_model(
     device: torch.device | str = "cpu",
     seed: int = 0,
     progress: bool = True,
+    eval_every: int = 0,
+    eval_episodes: int = 5,
 ) -> DreamTrainResult:
     """Train a fresh DreamerV2 actor-critic for ``updates`` updates on dreams of ``bundle``'s model and
     write the bundle with its policy to ``out`` (default: the bundle's own directory).
 
     Imagination starts from the posterior states of ``batch_size`` x ``seq_len`` real steps of
     ``replay`` (a replay directory of the model's env) when given, otherwise from ``pool`` parallel
-    dreamed episodes (see the module docstring).
+    dreamed episodes (see the module docstring). With ``eval_every``, every that many updates (and at
+    the end) the policy plays ``eval_episodes`` real episodes and the critic is compared with the
+    discounted returns that followed (:func:`critic_calibration`): the result's ``curve``.
     """
     check_at_least("updates", updates, 1)
     check_at_least("pool", pool, 1)
+    check_at_least("eval_every", eval_every, 0)
+    check_at_least("eval_episodes", eval_episodes, 1)
     if bundle.path is None and out is None:
         raise ValueError("the bundle was not loaded from a directory: pass out=<directory>")
     torch.manual_seed(seed)
@@ -78,20 +131,28 @@ def train_in_world_model(
     agent = ActorCritic(config, sim.model, low, high).to(sim.device)
     sim.reset(seed=seed)
     metrics: dict[str, torch.Tensor] = {}
-    bar = tqdm(range(updates), disable=not progress, unit="update", mininterval=1.0)
-    start = time.perf_counter()
-    for _ in bar:
+    bar = tqdm(range(1, updates + 1), disable=not progress, unit="update", mininterval=1.0)
+    curve: list[dict[str, float]] = []
+    start, evaluating = time.perf_counter(), 0.0
+    not_terminal = torch.zeros(pool, dtype=torch.bool, device=sim.device)  # autoreset: no pool state ends
+    for update in bar:
         if data is not None:
-            metrics = agent.train_step(sim.model, real_posteriors(sim.model, data, batch_size, seq_len))
-            continue
-        states = State(sim.deter, sim.stoch, sim.stoch)
-        metrics = agent.train_step(sim.model, states)
-        with torch.no_grad():  # advance the pool with the current policy
-            for _ in range(config.horizon):
-                action = agent.act(sim.feat)
-                sim.step(action.argmax(-1) if sim.model.io.discrete else action)
+            posts, is_terminal = real_posteriors(sim.model, data, batch_size, seq_len)
+            metrics = agent.train_step(sim.model, posts, is_terminal)
+        else:
+            metrics = agent.train_step(sim.model, State(sim.deter, sim.stoch, sim.stoch), not_terminal)
+            with torch.no_grad():  # advance the pool with the current policy
+                for _ in range(config.horizon):
+                    action = agent.act(sim.feat)
+                    sim.step(action.argmax(-1) if sim.model.io.discrete else action)
+        if eval_every and (update % eval_every == 0 or update == updates):
+            tick = time.perf_counter()
+            row = {"updates": float(update), **critic_calibration(bundle, agent, eval_episodes)}
+            curve.append(row)
+            bar.set_postfix({k: f"{v:.1f}" for k, v in row.items() if k != "updates"}, refresh=False)
+            evaluating += time.perf_counter() - tick
     summary = {k: float(v) for k, v in metrics.items()}
-    summary["updates_per_s"] = updates / (time.perf_counter() - start)
+    summary["updates_per_s"] = updates / max(time.perf_counter() - start - evaluating, 1e-9)
     target = Path(out) if out is not None else Path(str(bundle.path))
     info = {
         **bundle.info,
@@ -105,6 +166,7 @@ def train_in_world_model(
             "seed": seed,
             "agent": to_dict(config),
             "metrics": summary,
+            **({"curve": curve} if curve else {}),
         },
     }
     save_bundle(
@@ -117,7 +179,7 @@ def train_in_world_model(
         policy_for_bundle(agent),
     )
     log.info("dream-trained policy written to %s: %s", target, json.dumps(summary))
-    return DreamTrainResult(updates, target, summary)
+    return DreamTrainResult(updates, target, summary, curve)
 
 
 def open_replay_for(bundle: Bundle, directory: str | Path, seed: int) -> Replay:
@@ -146,12 +208,15 @@ def open_replay_for(bundle: Bundle, directory: str | Path, seed: int) -> Replay:
 
 
 @torch.no_grad()
-def real_posteriors(model: WorldModel, replay: Replay, batch_size: int, seq_len: int) -> State:
-    """The model's posterior states ``(B, T, ...)`` of ``batch_size`` real windows of ``seq_len`` steps."""
+def real_posteriors(
+    model: WorldModel, replay: Replay, batch_size: int, seq_len: int
+) -> tuple[State, torch.Tensor]:
+    """The model's posterior states ``(B, T, ...)`` of ``batch_size`` real windows of ``seq_len`` steps,
+    with the windows' ``is_terminal`` flags ``(B, T)``."""
     model.eval()
     batch = batch_to_torch(replay.sample(batch_size, seq_len), next(model.parameters()).device)
     posts, _ = model.observe(batch)
-    return posts
+    return posts, batch["is_terminal"]
 
 
 def _bounds(bundle: Bundle) -> tuple[torch.Tensor | None, torch.Tensor | None]:

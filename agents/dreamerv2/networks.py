@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wmsim.nn import MLP
+from wmsim.nn import MLP, Segments, init_glorot_
+
+from .config import ACTOR_DISTS
 
 
 class OneHotPolicy:
@@ -18,8 +20,9 @@ class OneHotPolicy:
         self.logits = logits
         self.log_probs = torch.log_softmax(logits, -1)
 
-    def sample(self) -> torch.Tensor:
-        index = torch.multinomial(self.log_probs.detach().exp().reshape(-1, self.logits.shape[-1]), 1)
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        probs = self.log_probs.detach().exp().reshape(-1, self.logits.shape[-1])
+        index = torch.multinomial(probs, 1, generator=generator)
         one_hot = F.one_hot(index.reshape(self.logits.shape[:-1]), self.logits.shape[-1]).to(
             self.logits.dtype
         )
@@ -36,15 +39,69 @@ class OneHotPolicy:
         return -(self.log_probs.exp() * self.log_probs).sum(-1)
 
 
+def _normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    """The standard normal CDF from ``erf`` (which, unlike ``torch.special.ndtr``, exports to ONNX)."""
+    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+class TruncNormalPolicy:
+    """DreamerV2's continuous policy: a normal over each action dimension truncated to ``[-1, 1]``.
+
+    ``mean, std: (..., A)``. Samples are reparameterised through the inverse CDF and kept ``1e-6``
+    inside the bounds with straight-through gradients (as the official ``TruncNormalDist``); the mode
+    is the mean (it lies in the bounds); log-probabilities and entropies are exact.
+    """
+
+    CLIP = 1e-6
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.mean, self.std = mean, std
+        self.alpha, self.beta = (-1.0 - mean) / std, (1.0 - mean) / std
+        self.cdf_low = _normal_cdf(self.alpha)
+        # The mean lies in (-1, 1), so at least half of the normal's mass is inside: Z >= ~0.5.
+        self.mass = _normal_cdf(self.beta) - self.cdf_low
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        uniform = torch.rand(
+            self.mean.shape, dtype=self.mean.dtype, device=self.mean.device, generator=generator
+        )
+        prob = (self.cdf_low + uniform * self.mass).clamp(1e-7, 1.0 - 1e-7)
+        action = self.mean + self.std * torch.special.ndtri(prob)
+        clipped = action.clamp(-1.0 + self.CLIP, 1.0 - self.CLIP)
+        return action + (clipped - action).detach()
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        z = (action - self.mean) / self.std
+        log_density = -0.5 * z.pow(2) - self.std.log() - 0.5 * math.log(2 * math.pi) - self.mass.log()
+        return log_density.sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        """``log(sqrt(2 pi e) std Z) + (alpha phi(alpha) - beta phi(beta)) / (2 Z)`` per dimension."""
+
+        def phi(x: torch.Tensor) -> torch.Tensor:
+            return torch.exp(-0.5 * x.pow(2)) / math.sqrt(2 * math.pi)
+
+        edges = (self.alpha * phi(self.alpha) - self.beta * phi(self.beta)) / (2.0 * self.mass)
+        per_dim = 0.5 * math.log(2 * math.pi * math.e) + self.std.log() + self.mass.log() + edges
+        return per_dim.sum(-1)
+
+
 class TanhNormalPolicy:
-    """A normal squashed by tanh into (-1, 1), reparameterised. ``std = (max - min) * sigmoid + min``."""
+    """A normal squashed by tanh into (-1, 1), reparameterised. ``std = (max - min) * sigmoid + min``.
+    Only for policies saved before the truncated normal (bundles whose config has no ``actor_dist``)."""
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.mean, self.std = mean, std
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def sample(self) -> torch.Tensor:
-        pre = self.mean + self.std * torch.randn_like(self.mean)
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = torch.randn(
+            self.mean.shape, dtype=self.mean.dtype, device=self.mean.device, generator=generator
+        )
+        pre = self.mean + self.std * noise
         action = torch.tanh(pre)
         self._last = (action, pre)
         return action
@@ -65,8 +122,16 @@ class TanhNormalPolicy:
         return -self.log_prob(self.sample())
 
 
+Policy = OneHotPolicy | TruncNormalPolicy | TanhNormalPolicy
+
+
 class Actor(nn.Module):
-    """``feat (..., F) -> policy`` over ``action_size`` actions (one-hot categorical or tanh-normal)."""
+    """``feat (..., F) -> policy`` over ``action_size`` actions.
+
+    ``dist``: ``onehot`` (discrete actions), ``trunc_normal`` (DreamerV2's continuous actor: mean
+    ``tanh(x)``, std ``2 sigmoid(y / 2) + min_std``, truncated to [-1, 1]) or ``tanh_normal`` (the
+    squashed normal of earlier wmsim versions); ``auto`` picks ``onehot`` or ``trunc_normal``.
+    """
 
     def __init__(
         self,
@@ -76,28 +141,42 @@ class Actor(nn.Module):
         layers: int,
         units: int,
         min_std: float = 0.1,
-        max_std: float = 1.0,
+        dist: str = "auto",
+        segments: Segments | None = None,
     ) -> None:
         super().__init__()
+        if dist == "auto":
+            dist = "onehot" if discrete else "trunc_normal"
+        if (dist == "onehot") != discrete or dist not in ACTOR_DISTS:
+            kind = "discrete" if discrete else "continuous"
+            raise ValueError(f"actor dist {dist!r} does not fit {kind} actions")
         self.discrete = discrete
-        self.min_std, self.max_std = min_std, max_std
-        self.net = MLP(feat_size, action_size if discrete else 2 * action_size, layers, units)
+        self.dist = dist
+        self.min_std = min_std
+        outputs = action_size if discrete else 2 * action_size
+        self.net = init_glorot_(MLP(feat_size, outputs, layers, units, segments))
 
-    def forward(self, feat: torch.Tensor) -> OneHotPolicy | TanhNormalPolicy:
-        out = self.net(feat)
-        if self.discrete:
+    def forward(self, feat: torch.Tensor) -> Policy:
+        return self.policy(self.net(feat))
+
+    def policy(self, out: torch.Tensor) -> Policy:
+        """The policy of the network's raw outputs ``(..., A)`` (discrete) or ``(..., 2A)``."""
+        if self.dist == "onehot":
             return OneHotPolicy(out)
         mean, std = out.chunk(2, -1)
-        std = (self.max_std - self.min_std) * torch.sigmoid(std + 2.0) + self.min_std
+        if self.dist == "trunc_normal":
+            return TruncNormalPolicy(torch.tanh(mean), 2.0 * torch.sigmoid(std / 2.0) + self.min_std)
+        std = (1.0 - self.min_std) * torch.sigmoid(std + 2.0) + self.min_std
         return TanhNormalPolicy(mean, std)
 
 
 class Critic(nn.Module):
-    """``feat (..., F) -> value (...)``, regressed on lambda-returns (unit-variance Gaussian, i.e. MSE)."""
+    """``feat (..., F) -> value (...)``, regressed on lambda-returns (unit-variance Gaussian, i.e. MSE).
+    ``segments``: the features' layout (:class:`wmsim.nn.SegmentLinear`)."""
 
-    def __init__(self, feat_size: int, layers: int, units: int) -> None:
+    def __init__(self, feat_size: int, layers: int, units: int, segments: Segments | None = None) -> None:
         super().__init__()
-        self.net = MLP(feat_size, 1, layers, units)
+        self.net = init_glorot_(MLP(feat_size, 1, layers, units, segments))
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         return self.net(feat).squeeze(-1)

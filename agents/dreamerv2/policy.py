@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from wmsim.data import play_episodes as run_episodes
 from wmsim.rssm import State
 from wmsim.world_model import WorldModel
 
@@ -17,7 +18,13 @@ from .networks import Actor
 
 class RealEnvPolicy:
     """A DreamerV2 policy for one real env: call :meth:`reset` at every episode start, then
-    :meth:`act` with each observation. ``mode=True`` takes the actor's most likely action."""
+    :meth:`act` with each observation. ``mode=True`` takes the actor's most likely action.
+
+    Its randomness (the posterior samples of the filter and, without ``mode``, the sampled actions)
+    comes from its own generator, seeded by ``seed`` and reseeded by ``reset(seed=...)``, so seeded
+    episodes give the same returns every time. ``seed=None`` draws from torch's global generator
+    instead (the training loop's, which its checkpoints store).
+    """
 
     def __init__(
         self,
@@ -26,6 +33,7 @@ class RealEnvPolicy:
         action_space: gym.Space,
         to_model_action: Any,
         mode: bool = False,
+        seed: int | None = 0,
     ) -> None:
         self.world_model = world_model
         self.actor = actor
@@ -33,12 +41,23 @@ class RealEnvPolicy:
         self.to_model_action = to_model_action
         self.mode = mode
         self.device = next(world_model.parameters()).device
+        self.generator: torch.Generator | None = None
+        if seed is not None:
+            self.generator = torch.Generator(self.device)
+            self.generator.manual_seed(seed)
         self.state: State | None = None
         self.prev_action = torch.zeros(1, world_model.io.action_size, device=self.device)
 
-    def reset(self) -> None:
+    def reset(self, seed: int | None = None) -> None:
+        """Start a new episode (and reseed the policy's generator when ``seed`` is given)."""
+        if seed is not None and self.generator is not None:
+            self.generator.manual_seed(seed)
         self.state = None
         self.prev_action = torch.zeros_like(self.prev_action)
+
+    def _noise(self) -> torch.Tensor:
+        c = self.world_model.config.rssm
+        return torch.rand(1, c.stoch, c.classes, device=self.device, generator=self.generator)
 
     def took(self, action: Any) -> None:
         """Tell the policy that the env was given ``action`` instead of the one :meth:`act` returned
@@ -59,10 +78,14 @@ class RealEnvPolicy:
         first = self.state is None
         prev = self.state if self.state is not None else wm.rssm.initial(1, self.device)
         self.state, _ = wm.rssm.obs_step(
-            prev, self.prev_action, embed, torch.tensor([first], device=self.device)
+            prev,
+            self.prev_action,
+            embed,
+            torch.tensor([first], device=self.device),
+            noise=(self._noise(), self._noise()),
         )
         policy = self.actor(self.state.feat)
-        action = policy.mode() if self.mode else policy.sample()
+        action = policy.mode() if self.mode else policy.sample(self.generator)
         model_action = self.to_model_action(action)
         self.prev_action = model_action
         if wm.io.discrete:
@@ -74,15 +97,6 @@ class RealEnvPolicy:
 
 
 def play_episodes(env: gym.Env, policy: RealEnvPolicy, episodes: int, seed: int) -> list[float]:
-    """Returns of ``episodes`` episodes with seeds ``seed, seed + 1, ...``."""
-    returns = []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        policy.reset()
-        total, done = 0.0, False
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(policy.act(obs))
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    return returns
+    """Returns of ``episodes`` episodes with seeds ``seed, seed + 1, ...`` (the policy reseeded with
+    each episode's seed)."""
+    return run_episodes(env, policy.act, episodes, seed, on_reset=policy.reset)

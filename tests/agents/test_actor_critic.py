@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from agents.dreamerv2 import ActorCritic, agent_from_bundle, agent_preset, lambda_returns, policy_for_bundle
-from agents.dreamerv2.networks import TanhNormalPolicy
+from agents.dreamerv2.networks import Actor, TanhNormalPolicy, TruncNormalPolicy
+from agents.onnx_policy import erfinv
 from wmsim.bundle import encode_start_states, load_bundle, save_bundle
 from wmsim.config import model_preset
 from wmsim.envs import EnvSpec
@@ -80,12 +81,73 @@ def test_actor_critic_update_changes_only_actor_and_critic(discrete: bool, grad:
 def test_dynamics_backprop_reaches_the_actor_through_the_world_model() -> None:
     wm, agent, posts = _setup(False, "dynamics")
     start = posts.map(lambda t: t.detach().reshape(-1, *t.shape[2:]))  # type: ignore[attr-defined]
-    _, _, reward, _ = agent.imagine(wm, start, 5)
+    _, _, _, reward, _ = agent.imagine(wm, start, 5)
     # The return depends on the actor only through the actions fed to the world model.
     reward[1:].sum().backward()
     grads = [p.grad for p in agent.actor.parameters() if p.grad is not None]
     assert len(grads) == len(list(agent.actor.parameters()))
     assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_imagination_weights_include_the_current_discount_and_the_data_decides_the_first() -> None:
+    # R_t values the action taken at s_t, so its weight is prod_{k<=t} c_k; c_0 is the data's
+    # is_terminal. A start state the data marks terminal must not train the actor or the critic.
+    wm, agent, posts = _setup(True, "reinforce")
+    start = posts.map(lambda t: t.detach().reshape(-1, *t.shape[2:]))  # type: ignore[attr-defined]
+    is_terminal = torch.tensor([True, False] * (start.deter.shape[0] // 2))
+    _, _, _, _, discount = agent.imagine(wm, start, 3, is_terminal)
+    gamma = wm.config.discount
+    assert torch.equal(discount[0], (~is_terminal).float() * gamma)
+    assert not torch.equal(discount[1:], torch.zeros_like(discount[1:]))
+    # With every start terminal the update has nothing to learn from: zero losses and gradients.
+    ones = torch.ones(posts.deter.shape[:2], dtype=torch.bool)
+    metrics = agent.train_step(wm, posts, ones)  # type: ignore[arg-type]
+    assert metrics["actor_loss"] == 0 and metrics["critic_loss"] == 0
+    grads = [p.grad for p in [*agent.actor.parameters(), *agent.critic.parameters()]]
+    assert all(g is not None and not g.any() for g in grads)
+    # A start state the data marks as going on trains both.
+    agent.train_step(wm, posts, ~ones)  # type: ignore[arg-type]
+    assert any(p.grad is not None and p.grad.any() for p in agent.actor.parameters())
+
+
+def test_trunc_normal_matches_dreamerv2s_continuous_actor() -> None:
+    torch.manual_seed(0)
+    actor = Actor(8, 2, False, 1, 16, min_std=0.1)
+    policy = actor(torch.randn(4, 8))
+    assert isinstance(policy, TruncNormalPolicy)
+    # Mean tanh(x), std 2 sigmoid(y / 2) + 0.1: between 0.1 and 2.1.
+    assert policy.mean.abs().max() < 1 and policy.std.min() > 0.1 and policy.std.max() < 2.1
+    wide = TruncNormalPolicy(torch.full((20000, 1), 0.8), torch.full((20000, 1), 1.0))
+    sample = wide.sample()
+    assert sample.abs().max() < 1  # truncated to [-1, 1] ...
+    assert (sample > 0.99).float().mean() < 0.01  # ... not clipped: no mass piles up at the bound
+    # The mean of N(0.8, 1) truncated to [-1, 1] is 0.2256 (scipy.stats.truncnorm).
+    assert sample.mean().item() == pytest.approx(0.2256, abs=0.015)
+    # Density at 0: N(0; 0.8, 1) / Z with Z = Phi(0.2) - Phi(-1.8) = 0.5434.
+    assert wide.log_prob(torch.zeros(1, 1))[0].exp().item() == pytest.approx(0.2897 / 0.5434, rel=1e-3)
+    # Closed-form entropy agrees with a Monte-Carlo estimate.
+    assert wide.entropy()[0].item() == pytest.approx(-wide.log_prob(sample).mean().item(), abs=0.02)
+    # Reparameterised: the sample carries gradients to the mean and the std.
+    mean = torch.zeros(3, 1, requires_grad=True)
+    std = torch.ones(3, 1, requires_grad=True)
+    TruncNormalPolicy(torch.tanh(mean), std).sample().sum().backward()
+    assert mean.grad is not None and std.grad is not None and mean.grad.abs().sum() > 0
+
+
+def test_onnx_friendly_erfinv_matches_torch() -> None:
+    x = torch.linspace(-0.999999, 0.999999, 10001)
+    assert torch.allclose(erfinv(x), torch.erfinv(x), atol=1e-6, rtol=1e-5)
+
+
+def test_old_continuous_policies_load_as_tanh_normal(tmp_path: Path) -> None:
+    wm, agent, _ = _setup(False, "dynamics")
+    tensors, config = policy_for_bundle(agent)
+    del config["actor_critic"]["actor_dist"]  # as bundles written before the truncated normal
+    starts = encode_start_states(wm, torch.randn(3, 4))
+    spaces: dict[str, dict] = {"observation": {}, "action": {}}
+    save_bundle(tmp_path / "b", wm, EnvSpec.from_id("Pendulum-v1"), spaces, starts, policy=(tensors, config))
+    loaded = agent_from_bundle(load_bundle(tmp_path / "b"))
+    assert isinstance(loaded.actor(torch.randn(2, wm.config.rssm.feat_size)), TanhNormalPolicy)
 
 
 def test_tanh_normal_log_prob_and_bounds() -> None:
@@ -111,3 +173,22 @@ def test_policy_round_trips_through_the_bundle(tmp_path: Path) -> None:
     save_bundle(tmp_path / "c", wm, EnvSpec.from_id("Pendulum-v1"), spaces, starts)
     with pytest.raises(ValueError, match="holds no policy"):
         agent_from_bundle(load_bundle(tmp_path / "c"))
+
+
+@pytest.mark.parametrize(("discrete", "grad"), [(True, "reinforce"), (False, "dynamics")])
+def test_actor_critic_update_is_the_same_with_the_one_hot_fast_path(discrete: bool, grad: str) -> None:
+    import copy
+
+    from wmsim.nn import dense_products
+
+    wm, agent, posts = _setup(discrete, grad)
+    twin = copy.deepcopy(agent)
+    torch.manual_seed(3)
+    fast = agent.train_step(wm, posts)  # type: ignore[arg-type]
+    torch.manual_seed(3)
+    with dense_products():
+        plain = twin.train_step(wm, posts)  # type: ignore[arg-type]
+    for key in ("actor_loss", "critic_loss", "imag_return", "actor_grad_norm", "critic_grad_norm"):
+        torch.testing.assert_close(fast[key], plain[key], atol=1e-5, rtol=1e-4)
+    for a, b in zip(agent.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)

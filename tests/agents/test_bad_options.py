@@ -63,6 +63,10 @@ def test_a_bad_config_option_is_refused_before_any_work(
         (["evaluate", "CartPole", "--horizon", "0"], "--horizon: must be an integer >= 1, got 0"),
         (["watch", "CartPole", "--steps", "0"], "--steps: must be an integer >= 1, got 0"),
         (["add-data", "runs/x", "--policy", "CartPole", "--steps", "0"], "--steps: must be an integer >= 1"),
+        (["train", "--dream", "CartPole", "--dream-eval-every", "-1"], "--dream-eval-every: must be an"),
+        (["sweep", "cartpole-ppo-latent", "--jobs", "0"], "--jobs: must be an integer >= 1, got 0"),
+        (["sweep", "cartpole-ppo-latent", "--seeds", "0", "-1"], "--seeds: must be an integer >= 0, got -1"),
+        (["bench", "train", "--updates", "0"], "--updates: must be an integer >= 1, got 0"),
     ],
 )
 def test_a_bad_command_option_is_refused_while_parsing(
@@ -72,6 +76,16 @@ def test_a_bad_command_option_is_refused_while_parsing(
         main(argv)
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_behaviour_the_env_cannot_play_is_refused_before_the_episodes() -> None:
+    from agents.behaviours import check_behaviour
+
+    check_behaviour("scripted", "CartPole-v1")
+    with pytest.raises(ValueError, match=r"no scripted behaviour for 'Acrobot-v1'.*use --behaviour random"):
+        check_behaviour("mixed", "Acrobot-v1")
+    with pytest.raises(ValueError, match="unknown behaviour 'walk'"):
+        check_behaviour("walk", "CartPole-v1")
 
 
 def test_overrides_are_checked_together_and_name_their_option() -> None:

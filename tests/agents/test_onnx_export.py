@@ -15,7 +15,8 @@ from agents.dreamerv2.agent import ActorCritic, agent_from_bundle, policy_for_bu
 from agents.dreamerv2.config import ActorCriticConfig
 from wmsim.bundle import encode_start_states, load_bundle, save_bundle
 from wmsim.config import model_preset
-from wmsim.dream.ort_env import OrtDreamVectorEnv, OrtPolicy
+from wmsim.dream import DreamVectorEnv
+from wmsim.dream.ort import OrtPolicy
 from wmsim.envs import describe_spaces, env_spec_of, make_env
 from wmsim.world_model import IOSpec, WorldModel
 
@@ -63,7 +64,7 @@ def test_export_onnx_command_writes_a_policy_graph_that_matches_the_actor(
     else:
         assert np.abs(got - expected).max() <= 1e-5
     # sampled actions are valid actions of the dream, and seeded
-    vec = OrtDreamVectorEnv(path, len(feat), seed=0)
+    vec = DreamVectorEnv(path, len(feat), backend="onnxruntime", seed=0)
     obs, _ = vec.reset(seed=0)
     for _ in range(3):
         actions = policy(obs, mode=False)

@@ -12,21 +12,24 @@ import pytest
 from agents.replay import CHUNK_PATTERN, Replay, ReplayError, chunk_name
 
 
-def _step(index: int, *, image: bool = False, episode_length: int = 7, action_size: int = 2) -> dict:
+def _step(
+    index: int, *, image: bool = False, episode_length: int = 7, action_size: int = 2, flags: bool = True
+) -> dict:
     """Step ``index`` of a stream of ``episode_length``-step episodes; the global index is stored in
-    ``reward`` and in the observation so tests can check which steps a window holds."""
+    ``reward`` and in the observation so tests can check which steps a window holds. ``flags=False``
+    leaves out the episode flags (the stream is then one long episode)."""
     first = index % episode_length == 0
     last = index % episode_length == episode_length - 1
     obs = np.full((8, 8, 1), index % 256, np.uint8) if image else np.array([index, -index, 0.5], np.float32)
-    return {
+    step = {
         "obs": obs,
         "action": np.full(action_size, 0.0 if first else index % 3, np.float32),
         "reward": np.float32(0.0 if first else index),
         "index": np.int64(index),
-        "is_first": first,
-        "is_last": last,
-        "is_terminal": last and index % 2 == 0,
     }
+    if flags:
+        step.update(is_first=first, is_last=last, is_terminal=last and index % 2 == 0)
+    return step
 
 
 def _fill(replay: Replay, start: int, stop: int, **kwargs: object) -> None:
@@ -68,11 +71,13 @@ def test_python_scalars_are_stored_with_the_first_steps_dtypes(tmp_path: Path) -
     np.testing.assert_array_equal(contents["reward"], [0.0, 1.0])
 
 
-def test_windows_are_consecutive_in_the_stream_across_wraparound(tmp_path: Path) -> None:
+def test_without_episode_flags_windows_are_consecutive_in_the_stream_across_wraparound(
+    tmp_path: Path,
+) -> None:
     replay = Replay(tmp_path, capacity=37, chunk_length=5, seed=3)
     # Check while filling (ring not full) and after several wrap-arounds of the ring.
     for stop in (20, 37, 50, 111, 200):
-        _fill(replay, replay.total_steps, stop)
+        _fill(replay, replay.total_steps, stop, flags=False)
         batch = replay.sample(64, 12)
         index = batch["index"]
         np.testing.assert_array_equal(np.diff(index, axis=1), 1)
@@ -86,22 +91,78 @@ def test_windows_are_consecutive_in_the_stream_across_wraparound(tmp_path: Path)
 
 def test_window_of_the_whole_ring_is_the_stream_in_order(tmp_path: Path) -> None:
     replay = Replay(tmp_path, capacity=10, chunk_length=3)
-    _fill(replay, 0, 27)
+    _fill(replay, 0, 27, flags=False)
     batch = replay.sample(3, 10)
     np.testing.assert_array_equal(batch["index"], np.tile(np.arange(17, 27), (3, 1)))
 
 
-def test_windows_crossing_episodes_mark_the_new_episode_with_is_first(tmp_path: Path) -> None:
-    replay = Replay(tmp_path, capacity=200, chunk_length=32, seed=1)
-    _fill(replay, 0, 150, episode_length=7)
-    batch = replay.sample(128, 20)
-    starts_episode = batch["index"] % 7 == 0
-    np.testing.assert_array_equal(batch["is_first"], starts_episode)
-    assert starts_episode[:, 1:].any(axis=1).all()  # every 20-step window crosses an episode boundary
-    # The first step of an episode has zero action and reward; the step before it is the episode's last.
-    assert (batch["action"][starts_episode] == 0).all() and (batch["reward"][starts_episode] == 0).all()
-    before_first = starts_episode[:, 1:]
-    assert batch["is_last"][:, :-1][before_first].all()
+def _fill_episodes(replay: Replay, lengths: list[int]) -> list[tuple[int, int]]:
+    """Episodes of the given lengths (first step flagged); returns their (first, end) global steps."""
+    bounds = []
+    for length in lengths:
+        begin = replay.total_steps
+        for t in range(length):
+            step = _step(begin + t, flags=False)
+            step.update(is_first=t == 0, is_last=t == length - 1, is_terminal=t == length - 1)
+            replay.add(step)
+        bounds.append((begin, begin + length))
+    return bounds
+
+
+def _pieces(index: np.ndarray, first: np.ndarray) -> list[np.ndarray]:
+    """A row's windows: the row split where ``is_first`` is set."""
+    cuts = np.flatnonzero(first)
+    assert cuts[0] == 0, "every row starts a window"
+    return np.split(index, cuts[1:])
+
+
+def test_rows_are_windows_inside_episodes_each_starting_with_is_first(tmp_path: Path) -> None:
+    # DreamerV2's replay: pick an episode, then a window inside it, flagged is_first; short episodes
+    # are followed by another window. Lengths 3..40, so some episodes are shorter than a row.
+    replay = Replay(tmp_path, capacity=10_000, chunk_length=64, seed=2)
+    bounds = _fill_episodes(replay, [3 + (7 * i) % 38 for i in range(60)])
+    episode_of = {step: e for e, (begin, end) in enumerate(bounds) for step in range(begin, end)}
+    batch = replay.sample(256, 20)
+    seen_offsets = set()
+    for index, first in zip(batch["index"], batch["is_first"], strict=True):
+        pieces = _pieces(index, first)
+        for k, piece in enumerate(pieces):
+            np.testing.assert_array_equal(np.diff(piece), 1)  # consecutive steps ...
+            episodes = {episode_of[int(i)] for i in piece}
+            assert len(episodes) == 1, "a window never crosses into another episode"
+            begin, end = bounds[episodes.pop()]
+            remaining = 20 - sum(len(p) for p in pieces[:k])
+            assert len(piece) == min(end - begin, remaining)  # as long as the episode and row allow
+            seen_offsets.add((begin, int(piece[0]) - begin))
+    # Windows start mid-episode too, not only at episode starts.
+    assert any(offset > 0 for _, offset in seen_offsets)
+
+
+def test_a_window_in_a_partly_evicted_episode_still_starts_with_is_first(tmp_path: Path) -> None:
+    replay = Replay(tmp_path, capacity=50, chunk_length=8, seed=0)
+    _fill_episodes(replay, [45, 45])  # the ring holds the last 5 steps of the first episode
+    batch = replay.sample(64, 30)
+    assert batch["is_first"][:, 0].all()
+    assert batch["index"].min() >= 40
+
+
+def test_prioritize_ends_samples_the_last_steps_more_often(tmp_path: Path) -> None:
+    replay = Replay(tmp_path, capacity=10_000, seed=4)
+    _fill_episodes(replay, [100] * 20)
+    plain = replay.sample(2000, 10)["is_last"].mean()
+    ends = replay.sample(2000, 10, prioritize_ends=True)["is_last"].mean()
+    # Uniform windows hold an episode's last step in 1 of 91 places; prioritize_ends adds 10 more
+    # chances for the last window: 11 of 101. Per step: 1/910 against 11/1010.
+    assert plain == pytest.approx(1 / 910, rel=0.5)
+    assert ends == pytest.approx(11 / 1010, rel=0.2)
+
+
+def test_episodes_are_picked_in_proportion_to_their_steps(tmp_path: Path) -> None:
+    replay = Replay(tmp_path, capacity=10_000, seed=5)
+    bounds = _fill_episodes(replay, [10, 90])
+    index = replay.sample(4000, 5)["index"]
+    share_long = (index >= bounds[1][0]).mean()
+    assert share_long == pytest.approx(0.9, abs=0.03)
 
 
 def test_capacity_evicts_in_memory_and_on_disk(tmp_path: Path) -> None:

@@ -209,3 +209,19 @@ def test_pong_training_loop_smoke(tmp_path: Path) -> None:
     assert result.updates > 0 and np.isfinite(result.last_metrics["model_loss"])
     bundle = load_bundle(result.bundle)
     assert bundle.model.io.obs_shape == (64, 64, 1) and bundle.env_spec.name == "Pong"
+
+
+def test_bench_train_times_full_updates_with_their_arithmetic(tmp_path: Path) -> None:
+    from agents.cli import main
+
+    out = tmp_path / "bench.json"
+    argv = ["bench", "train", "--presets", "tiny", "--updates", "1", "--plain", "--json", str(out)]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["peak_gflop_per_s"]["fp32"] > 0 and result["peak_gflop_per_s"]["bf16"] > 0
+    fast, plain = result["rows"]
+    assert (fast["path"], plain["path"]) == ("fast", "plain")
+    for row in (fast, plain):
+        assert row["updates_per_s"] > 0 and row["gflop_per_update"] > 0
+        assert 0 < row["peak_fraction"] < 1.5 and row["actor_critic_s"] > 0
+    assert "| tiny | fast |" in out.with_suffix(".md").read_text()

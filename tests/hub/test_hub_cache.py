@@ -8,28 +8,14 @@ import pickle
 from pathlib import Path
 
 import gymnasium as gym
-import numpy as np
 import pytest
 import torch
-from hubcache import add_snapshot
+from hubcache import add_snapshot, make_bundle
 from huggingface_hub import constants
 
 import hub
 from wmsim import registry
-from wmsim.bundle import encode_start_states, load_bundle, save_bundle
-from wmsim.config import model_preset
-from wmsim.envs import describe_spaces, env_spec_of, make_env
-from wmsim.world_model import IOSpec, WorldModel
-
-
-def make_bundle(directory: Path, seed: int = 0) -> Path:
-    env = make_env("CartPole-v1")
-    io = IOSpec.from_spaces(env.observation_space, env.action_space)
-    torch.manual_seed(seed)
-    model = WorldModel(model_preset("tiny"), io)
-    first = np.stack([env.reset(seed=i)[0] for i in range(4)])
-    starts = encode_start_states(model, torch.as_tensor(first))
-    return save_bundle(directory, model, env_spec_of(env), describe_spaces(env), starts, {"seed": seed})
+from wmsim.bundle import load_bundle
 
 
 @pytest.fixture
@@ -181,13 +167,17 @@ def test_card_is_valid_hub_metadata_and_its_snippet_runs(tmp_path: Path, cache: 
 
     source = make_bundle(tmp_path / "b")
     record_transfer(source, "ppo_dream", "SB3 PPO trained in the dream", [10.0, 20.0], "wmsim eval ...")
+    record_transfer(source, "random", "random policy", [1.0, 3.0], "wmsim eval ... --random")
     write_card(source, repo_id="owner/carded")
     card = ModelCard.load(source / "README.md")
-    assert card.data.library_name == "wmsim"
+    assert card.data.library_name == "wmsim" and card.data.license == "mit"
+    assert card.data.pipeline_tag == "reinforcement-learning"
     assert {"world-model", "reinforcement-learning", "gymnasium", "CartPole-v1"} <= set(card.data.tags)
-    (result,) = card.data.eval_results
+    (result,) = card.data.eval_results  # the model's own result; the random baseline is only in the text
     assert result.metric_type == "mean_reward" and result.metric_value == "15.00 +/- 5.00"
     assert result.dataset_name == "CartPole-v1"
+    assert "| random policy | 2.00 +/- 1.00 |" in str(card) and "Baselines for comparison" in str(card)
+    assert "http" not in card.text, "no links to pages that may not exist"
     # the Hub's own parser accepts the metadata: model-index round-trips through huggingface_hub
     reparsed = ModelCard(str(card))
     assert reparsed.data.to_dict()["model-index"] == card.data.to_dict()["model-index"]

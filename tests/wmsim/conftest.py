@@ -7,11 +7,12 @@ import os
 import tempfile
 
 # Nothing at test time reaches the network: the Hub client is offline and caches in a temporary
-# folder (set before anything imports huggingface_hub; Hub tests opt back in against a loopback server).
+# folder (set before anything imports huggingface_hub; the Hub tests fake the client, see tests/hub).
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="wmsim-test-hf-home-"))
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +51,23 @@ def pendulum_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
 @pytest.fixture(scope="session")
 def pong_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
     return build_bundle(tmp_path_factory.mktemp("pong") / "bundle", "atari/Pong", starts=4)
+
+
+@pytest.fixture(scope="session")
+def exported(
+    tmp_path_factory: pytest.TempPathFactory,
+    cartpole_bundle: Bundle,
+    pendulum_bundle: Bundle,
+    pong_bundle: Bundle,
+) -> dict[str, Path]:
+    """Copies of the tiny test bundles with their ONNX graphs exported into them: bundle directories
+    both backends can dream from."""
+    from wmsim.onnx_export import export_onnx
+
+    root = tmp_path_factory.mktemp("onnx")
+    folders = {}
+    for name, bundle in (("cartpole", cartpole_bundle), ("pendulum", pendulum_bundle), ("pong", pong_bundle)):
+        assert bundle.path is not None
+        folders[name] = Path(shutil.copytree(bundle.path, root / name))
+        export_onnx(folders[name])
+    return folders

@@ -1,4 +1,6 @@
-"""Dream environments: Gymnasium and SB3 contracts, autoreset, seeding, torch API, bad input."""
+"""Dream environments on the torch backend: random action sequences against every contract, the tensor
+API with gradients, videos, inconsistent bundles. The contract shared with the onnxruntime backend is
+tested on both in test_dream_contract.py."""
 
 from __future__ import annotations
 
@@ -8,57 +10,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from gymnasium.utils.env_checker import check_env
-from gymnasium.vector import AutoresetMode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import wmsim
 from wmsim.bundle import Bundle
-from wmsim.dream import DreamEnv, DreamVectorEnv, LatentObservation
-from wmsim.dream.sb3 import DreamSB3VecEnv
-from wmsim.envs import make_env
+from wmsim.dream import DreamVectorEnv
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*Box observation space (minimum|maximum) value.*")
-
-
-@pytest.mark.parametrize("obs_mode", ["latent", "pixels", "dict"])
-@pytest.mark.parametrize("which", ["cartpole_bundle", "pendulum_bundle"])
-def test_single_env_passes_gymnasium_and_sb3_checkers(
-    which: str, obs_mode: str, request: pytest.FixtureRequest
-) -> None:
-    bundle: Bundle = request.getfixturevalue(which)
-    env = DreamEnv(bundle, obs_mode=obs_mode, seed=0)
-    check_env(env, skip_render_check=True)
-    if obs_mode != "dict":
-        sb3_check_env(env, warn=False)
-    assert env.action_space == make_env(bundle.env_spec).action_space
-
-
-def test_pixel_dream_of_an_image_model_looks_like_the_real_env(pong_bundle: Bundle) -> None:
-    env = DreamEnv(pong_bundle, obs_mode="pixels", render_mode="rgb_array", seed=0)
-    real = make_env(pong_bundle.env_spec)
-    assert env.observation_space == real.observation_space  # Box(0, 255, (64, 64, 1), uint8)
-    obs, _ = env.reset(seed=0)
-    assert obs.dtype == np.uint8 and obs.shape == (64, 64, 1)
-    frame = env.render()
-    assert frame is not None and frame.shape == (64, 64, 3) and frame.dtype == np.uint8
-    check_env(env)
-
-
-def test_make_vec_returns_the_native_batched_env(cartpole_bundle: Bundle) -> None:
-    assert cartpole_bundle.path is not None
-    env_id = wmsim.register_dream("TestCartPole", str(cartpole_bundle.path), device="cpu")
-    vec = gym.make_vec(env_id, num_envs=64, seed=3)
-    assert isinstance(vec, DreamVectorEnv) and vec.num_envs == 64
-    assert vec.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
-    obs, _ = vec.reset(seed=0)
-    assert obs.shape == (64, cartpole_bundle.model.config.rssm.feat_size) and obs.dtype == np.float32
-    single = gym.make(env_id, obs_mode="pixels")
-    assert single.observation_space.shape == (4,)
-    single.reset(seed=0)
-    single.step(1)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -111,58 +70,6 @@ def _bank_features(bundle: Bundle) -> np.ndarray:
     return torch.cat([state.deter, state.stoch.flatten(-2)], -1).numpy()
 
 
-def test_same_step_autoreset_reports_final_observations(pendulum_bundle: Bundle) -> None:
-    vec = DreamVectorEnv(pendulum_bundle, 16, autoreset="same_step", time_limit=2, seed=0)
-    assert vec.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
-    bank = {tuple(row) for row in _bank_features(pendulum_bundle)}
-    vec.reset(seed=0)
-    action = np.zeros((16, 1), np.float32)
-    elapsed = np.zeros(16, int)
-    for _ in range(4):
-        obs, _, terminated, truncated, info = vec.step(action)
-        elapsed += 1
-        done = terminated | truncated
-        assert (truncated == ((elapsed >= 2) & ~terminated)).all()
-        np.testing.assert_array_equal(info.get("_final_obs", np.zeros(16, bool)), done)
-        for i in np.flatnonzero(done):
-            assert vec.single_observation_space.contains(info["final_obs"][i])
-            assert tuple(obs[i]) in bank  # already the next episode's first observation
-        elapsed[done] = 0
-
-
-def test_sb3_vec_env_contract(pendulum_bundle: Bundle) -> None:
-    venv = DreamSB3VecEnv(pendulum_bundle, 16, time_limit=3, seed=0)
-    bank = {tuple(row) for row in _bank_features(pendulum_bundle)}
-    obs = venv.reset()
-    assert obs.shape == (16, pendulum_bundle.model.config.rssm.feat_size)
-    elapsed = np.zeros(16, int)
-    for _ in range(7):
-        venv.step_async(np.zeros((16, 1), np.float32))
-        obs, rewards, dones, infos = venv.step_wait()
-        elapsed += 1
-        assert rewards.dtype == np.float32 and dones.dtype == bool and len(infos) == 16
-        assert dones[elapsed >= 3].all()  # the time limit always ends the episode
-        for i, (info, done) in enumerate(zip(infos, dones, strict=True)):
-            assert done == ("terminal_observation" in info)
-            if done:
-                assert venv.observation_space.contains(info["terminal_observation"])
-                assert tuple(obs[i]) in bank  # SB3: the returned obs already starts the next episode
-                if info["TimeLimit.truncated"]:
-                    assert elapsed[i] == 3
-        elapsed[dones] = 0
-
-
-def test_reset_from_a_real_observation(cartpole_bundle: Bundle) -> None:
-    real = make_env(cartpole_bundle.env_spec)
-    frame, _ = real.reset(seed=5)
-    env = DreamEnv(cartpole_bundle, obs_mode="dict", seed=0)
-    obs, _ = env.reset(seed=0, options={"observation": frame})
-    latent = LatentObservation(make_env(cartpole_bundle.env_spec), cartpole_bundle, seed=0)
-    expected, _ = latent.reset(seed=5)
-    d = cartpole_bundle.model.config.rssm.deter
-    np.testing.assert_allclose(obs["latent"][:d], expected[:d], atol=1e-5)  # same posterior deter
-
-
 def test_torch_api_is_differentiable_for_continuous_actions(pendulum_bundle: Bundle) -> None:
     vec = DreamVectorEnv(pendulum_bundle, 8, device="cpu", seed=0)
     vec.reset_tensor(seed=0)
@@ -180,44 +87,18 @@ def test_torch_api_is_differentiable_for_continuous_actions(pendulum_bundle: Bun
     assert not reward.requires_grad
 
 
-@pytest.mark.parametrize(
-    ("which", "action", "message"),
-    [
-        ("cartpole_bundle", np.zeros((3, 1), np.int64), r"shape \(3, 1\).*expects \(3,\) integer"),
-        ("cartpole_bundle", np.zeros(3, np.float32), "dtype float32; discrete actions must be integers"),
-        ("cartpole_bundle", np.array([0, 1, 2]), r"out of range.*\[0, 2\)"),
-        ("pendulum_bundle", np.zeros(3, np.float32), r"shape \(3,\); this dream expects \(3, 1\)"),
-        ("pendulum_bundle", np.full((3, 1), np.nan, np.float32), "NaN or inf"),
-        ("pendulum_bundle", np.full((3, 1), 5.0, np.float32), "outside the action space"),
-        ("pendulum_bundle", np.zeros((3, 1), np.int64), "must be floats"),
-    ],
-)
-def test_bad_actions_get_clear_errors(
-    which: str, action: np.ndarray, message: str, request: pytest.FixtureRequest
-) -> None:
-    vec = DreamVectorEnv(request.getfixturevalue(which), 3, seed=0)
-    vec.reset(seed=0)
-    with pytest.raises(ValueError, match=message):
-        vec.step(action)
-
-
-def test_bad_construction_gets_clear_errors(cartpole_bundle: Bundle, pong_bundle: Bundle) -> None:
-    with pytest.raises(ValueError, match="unknown model 'NoSuchModel'"):
-        DreamVectorEnv("NoSuchModel")
-    with pytest.raises(ValueError, match="obs_mode='rgb'"):
-        DreamVectorEnv(cartpole_bundle, obs_mode="rgb")
+def test_bad_input_to_the_torch_api_gets_clear_errors(cartpole_bundle: Bundle) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device 'cuda' is unavailable"):
             DreamVectorEnv(cartpole_bundle, device="cuda")
-    with pytest.raises(ValueError, match="num_envs=0"):
-        DreamVectorEnv(cartpole_bundle, 0)
-    with pytest.raises(ValueError, match="does not match the model's observations"):
-        LatentObservation(make_env("CartPole-v1"), pong_bundle)
     with pytest.raises(gym.error.Error):
         gym.make("wmsim/NoSuchModel-dream")
-    env = DreamEnv(cartpole_bundle, seed=0)
-    with pytest.raises(RuntimeError, match="call reset"):
-        env.step(0)
+    vec = DreamVectorEnv(cartpole_bundle, 2, device="cpu")
+    with pytest.raises(RuntimeError, match=r"call reset\(\) \(or reset_tensor\(\)\) before step"):
+        vec.step_tensor(torch.zeros(2, dtype=torch.int64))
+    vec.reset_tensor(seed=0)
+    with pytest.raises(ValueError, match=r"action tensor \(2, 1\) torch.int64: expected \(2,\) integers"):
+        vec.step_tensor(torch.zeros(2, 1, dtype=torch.int64))
 
 
 def test_dream_video_has_one_frame_per_step(pong_bundle: Bundle, tmp_path: Path) -> None:

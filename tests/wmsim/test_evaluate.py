@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from wmsim.bundle import Bundle
 from wmsim.card import _fidelity_section
 from wmsim.data import random_policy, rollout
 from wmsim.envs import make_env
-from wmsim.evaluate import OpenLoopResult, format_table, object_hits, open_loop
+from wmsim.evaluate import REGIONS, OpenLoopResult, format_table, object_hits, open_loop
 
 
 def test_object_hits_count_object_pixels_and_those_drawn() -> None:
@@ -60,3 +61,28 @@ def test_open_loop_reports_object_recall_for_images_only(
 
 def json_of(result: OpenLoopResult) -> dict[str, object]:
     return dict(json.loads(result.to_json()))
+
+
+def test_regions_and_one_step_events(pong_bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = make_env("atari/Pong")
+    episodes = [
+        rollout(env, random_policy(env.action_space), pong_bundle.model.io, seed=s, max_steps=30)
+        for s in (0, 1)
+    ]
+    env.close()
+    episodes[0]["reward"][[5, 9]] = [1.0, -1.0]  # a point won and a point lost
+    episodes[1]["is_terminal"][-1] = True
+    model = pong_bundle.model
+    regions = REGIONS["atari/Pong"]
+    result, _ = open_loop(model, episodes, context=5, horizon=4, regions=regions)
+    assert result.region_recall is not None and set(result.region_recall) == {"ball"}
+    assert "ball" in format_table(result) and "one step ahead" in format_table(result)
+    events = result.events
+    assert events is not None
+    assert (events["reward_up_steps"], events["reward_down_steps"], events["terminal_steps"]) == (1, 1, 1)
+    # A reward head that always says "point won" sees every point won, none lost, and alarms always.
+    monkeypatch.setattr(type(model), "reward", lambda self, feat: torch.ones(feat.shape[:-1]))
+    always, _ = open_loop(model, episodes, context=5, horizon=4)
+    assert always.events is not None
+    assert always.events["reward_up_recall"] == 1.0 and always.events["reward_down_recall"] == 0.0
+    assert always.events["reward_false_alarm"] == 1.0

@@ -1,5 +1,6 @@
-"""ONNX export and the onnxruntime dream backend: parity with torch on the same noise, the dream
-contracts on onnxruntime, the torch-free path in a subprocess, and bad input."""
+"""ONNX export and the onnxruntime dream backend: the graphs' parity with torch on the same noise, the
+export's record, the torch-free path in a subprocess, and graphs that do not fit. The dream contract
+itself runs on both backends in test_dream_contract.py."""
 
 from __future__ import annotations
 
@@ -14,14 +15,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from gymnasium.utils.env_checker import check_env
-from gymnasium.vector import AutoresetMode
 
 import wmsim
 from wmsim.bundle import Bundle, BundleError, load_bundle, save_bundle
-from wmsim.dream import DreamEnv, DreamVectorEnv, LatentObservation
-from wmsim.dream.ort_env import OrtDreamEnv, OrtDreamVectorEnv, OrtLatentObservation, OrtModel
-from wmsim.dream.sb3 import DreamSB3VecEnv
+from wmsim.dream import DreamVectorEnv, LatentObservation
+from wmsim.dream.ort import OrtModel
 from wmsim.envs import make_env
 from wmsim.onnx_export import export_onnx
 from wmsim.onnx_format import RECORD_FILE, OnnxGraphError
@@ -35,25 +33,15 @@ pytestmark = pytest.mark.filterwarnings(
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def ort_dream(model: object, num_envs: int = 1, **kwargs: object) -> DreamVectorEnv:
+    """A dream on the onnxruntime backend."""
+    return DreamVectorEnv(model, num_envs, backend="onnxruntime", **kwargs)  # type: ignore[arg-type]
+
+
 def _copy(bundle: Bundle, folder: Path) -> Path:
     assert bundle.path is not None
     shutil.copytree(bundle.path, folder)
     return folder
-
-
-@pytest.fixture(scope="module")
-def exported(
-    tmp_path_factory: pytest.TempPathFactory,
-    cartpole_bundle: Bundle,
-    pendulum_bundle: Bundle,
-    pong_bundle: Bundle,
-) -> dict[str, Path]:
-    """Copies of the tiny test bundles with their graphs exported into them."""
-    root = tmp_path_factory.mktemp("onnx")
-    folders = {}
-    for name, bundle in (("cartpole", cartpole_bundle), ("pendulum", pendulum_bundle), ("pong", pong_bundle)):
-        folders[name] = export_onnx_copy(bundle, root / name)
-    return folders
 
 
 def export_onnx_copy(bundle: Bundle, folder: Path) -> Path:
@@ -162,185 +150,16 @@ def test_posterior_graph_matches_torch(
     np.testing.assert_array_equal(_classes(got, bundle), _classes(_feat(post), bundle))
 
 
-def test_reset_from_real_frames_matches_the_latent_wrappers(
+def test_the_posterior_filter_agrees_across_backends(
     exported: dict[str, Path], cartpole_bundle: Bundle
 ) -> None:
-    frame, _ = make_env(cartpole_bundle.env_spec).reset(seed=5)
-    env = OrtDreamEnv(exported["cartpole"], obs_mode="dict", seed=0)
-    obs, _ = env.reset(seed=0, options={"observation": frame})
-    d = cartpole_bundle.model.config.rssm.deter
-    ort_latent, _ = OrtLatentObservation(
-        make_env(cartpole_bundle.env_spec), exported["cartpole"], seed=0
+    spec = cartpole_bundle.env_spec
+    ort_latent, _ = LatentObservation(
+        make_env(spec), exported["cartpole"], backend="onnxruntime", seed=0
     ).reset(seed=5)
-    torch_latent, _ = LatentObservation(make_env(cartpole_bundle.env_spec), cartpole_bundle, seed=0).reset(
-        seed=5
-    )
-    np.testing.assert_allclose(obs["latent"][:d], ort_latent[:d], atol=1e-6)  # the same posterior deter
-    np.testing.assert_allclose(ort_latent[:d], torch_latent[:d], atol=1e-4)
-    wrapped = OrtLatentObservation(make_env(cartpole_bundle.env_spec), exported["cartpole"], seed=0)
-    latent, _ = wrapped.reset(seed=1)
-    for _ in range(5):
-        latent, *_ = wrapped.step(wrapped.action_space.sample())
-        assert wrapped.observation_space.contains(latent)
-
-
-# ---------------------------------------------------------------------------------------------- contracts
-@pytest.mark.parametrize("obs_mode", ["latent", "pixels", "dict"])
-@pytest.mark.parametrize("which", ["cartpole", "pendulum"])
-def test_single_env_passes_the_gymnasium_checker_with_torch_spaces(
-    which: str, obs_mode: str, exported: dict[str, Path], request: pytest.FixtureRequest
-) -> None:
-    env = OrtDreamEnv(exported[which], obs_mode=obs_mode, seed=0)
-    check_env(env, skip_render_check=True)
-    reference = DreamEnv(request.getfixturevalue(f"{which}_bundle"), obs_mode=obs_mode, seed=0)
-    assert env.observation_space == reference.observation_space
-    assert env.action_space == reference.action_space
-    assert env.metadata == reference.metadata
-
-
-def test_pixel_dream_of_an_image_model_renders_frames(exported: dict[str, Path], pong_bundle: Bundle) -> None:
-    env = OrtDreamEnv(exported["pong"], obs_mode="pixels", render_mode="rgb_array", seed=0)
-    assert env.observation_space == make_env(pong_bundle.env_spec).observation_space
-    obs, _ = env.reset(seed=0)
-    assert obs.dtype == np.uint8 and obs.shape == (64, 64, 1)
-    frame = env.render()
-    assert frame is not None and frame.shape == (64, 64, 3) and frame.dtype == np.uint8
-    check_env(env)
-    vector = OrtDreamVectorEnv(exported["cartpole"], 3, render_mode="rgb_array", seed=0)
-    vector.reset(seed=0)
-    frames = vector.render()
-    torch_frames = DreamVectorEnv(str(exported["cartpole"]), 3, render_mode="rgb_array", seed=0)
-    torch_frames.reset(seed=0)
-    reference = torch_frames.render()
-    assert frames is not None and reference is not None
-    assert [f.shape for f in frames] == [f.shape for f in reference] and frames[0].dtype == np.uint8
-
-
-def test_seeding_is_reproducible(exported: dict[str, Path]) -> None:
-    def rollout(env: OrtDreamVectorEnv, seed: int) -> list[np.ndarray]:
-        obs, _ = env.reset(seed=seed)
-        out = [obs]
-        rng = np.random.default_rng(seed)
-        for _ in range(20):
-            obs, reward, terminated, truncated, _ = env.step(rng.integers(0, 2, env.num_envs))
-            out += [obs, reward, terminated, truncated]
-        return out
-
-    def make(seed: int | None = None) -> OrtDreamVectorEnv:
-        return OrtDreamVectorEnv(exported["cartpole"], 8, termination="sample", time_limit=7, seed=seed)
-
-    first = rollout(make(), 3)
-    for again in (rollout(make(), 3), rollout(make(99), 3)):  # reset(seed) decides, not the constructor's
-        for a, b in zip(first, again, strict=True):
-            np.testing.assert_array_equal(a, b)
-    other = rollout(make(), 4)
-    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
-    # seed= at construction seeds the first unseeded reset
-    np.testing.assert_array_equal(make(5).reset()[0], make(5).reset()[0])
-
-
-@pytest.mark.parametrize("autoreset", ["next_step", "same_step", "disabled"])
-def test_metadata_and_spaces_match_the_torch_backend(
-    autoreset: str, exported: dict[str, Path], cartpole_bundle: Bundle
-) -> None:
-    ort = OrtDreamVectorEnv(exported["cartpole"], 5, obs_mode="dict", autoreset=autoreset)
-    ref = DreamVectorEnv(cartpole_bundle, 5, obs_mode="dict", autoreset=autoreset)
-    modes = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}
-    assert ort.metadata == ref.metadata
-    assert ort.metadata["autoreset_mode"] == modes.get(autoreset, AutoresetMode.DISABLED)
-    assert ort.observation_space == ref.observation_space and ort.action_space == ref.action_space
-    assert ort.single_observation_space == ref.single_observation_space
-    assert ort.time_limit == ref.time_limit == cartpole_bundle.env_spec.time_limit
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_next_step_autoreset_keeps_gymnasium_contract(seed: int, exported: dict[str, Path]) -> None:
-    num_envs, limit = 11, 1 + seed
-    vec = OrtDreamVectorEnv(exported["cartpole"], num_envs, obs_mode="dict", time_limit=limit, seed=seed)
-    bank = {tuple(row) for row in vec.model.bank}
-    rng = np.random.default_rng(seed)
-    obs, _ = vec.reset(seed=seed)
-    ended = np.zeros(num_envs, bool)
-    elapsed = np.zeros(num_envs, int)
-    for _ in range(12):
-        obs, reward, terminated, truncated, info = vec.step(rng.integers(0, 2, num_envs))
-        assert info == {}
-        assert vec.observation_space.contains(obs)
-        assert reward.dtype == np.float64 and terminated.dtype == bool and truncated.dtype == bool
-        assert (reward[ended] == 0).all() and not terminated[ended].any() and not truncated[ended].any()
-        for i in np.flatnonzero(ended):
-            assert tuple(obs["latent"][i]) in bank
-        elapsed = np.where(ended, 0, elapsed + 1)
-        assert (truncated == ((elapsed >= limit) & ~terminated)).all()
-        assert not (terminated & truncated).any()
-        ended = terminated | truncated
-
-
-def test_same_step_autoreset_reports_final_observations(exported: dict[str, Path]) -> None:
-    vec = OrtDreamVectorEnv(exported["pendulum"], 16, autoreset="same_step", time_limit=2, seed=0)
-    bank = {tuple(row) for row in vec.model.bank}
-    vec.reset(seed=0)
-    elapsed = np.zeros(16, int)
-    for _ in range(4):
-        obs, _, terminated, truncated, info = vec.step(np.zeros((16, 1), np.float32))
-        elapsed += 1
-        done = terminated | truncated
-        assert (truncated == ((elapsed >= 2) & ~terminated)).all()
-        np.testing.assert_array_equal(info.get("_final_obs", np.zeros(16, bool)), done)
-        for i in np.flatnonzero(done):
-            assert vec.single_observation_space.contains(info["final_obs"][i])
-            assert tuple(obs[i]) in bank
-        elapsed[done] = 0
-
-
-def test_reset_mask_resets_only_those_envs(exported: dict[str, Path]) -> None:
-    vec = OrtDreamVectorEnv(exported["cartpole"], 4, autoreset="disabled", seed=0)
-    vec.reset(seed=0)
-    obs, *_ = vec.step(np.array([0, 1, 0, 1]))
-    again, _ = vec.reset(options={"reset_mask": np.array([True, False, False, True])})
-    np.testing.assert_array_equal(again[1:3], obs[1:3])
-    assert {tuple(again[0]), tuple(again[3])} <= {tuple(row) for row in vec.model.bank}
-
-
-def test_gym_make_and_make_vec_select_the_backend(exported: dict[str, Path]) -> None:
-    env_id = wmsim.register_dream(
-        "OnnxCartPole", str(exported["cartpole"]), backend="onnxruntime", device="cpu"
-    )
-    single = gym.make(env_id, obs_mode="pixels")
-    assert isinstance(single.unwrapped, OrtDreamEnv) and single.observation_space.shape == (4,)
-    single.reset(seed=0)
-    single.step(1)
-    vec = gym.make_vec(env_id, num_envs=32, seed=3)
-    assert isinstance(vec, OrtDreamVectorEnv) and vec.num_envs == 32
-    assert vec.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
-    vec.reset(seed=0)
-    vec.step(vec.action_space.sample())
-    torch_id = wmsim.register_dream("OnnxCartPoleTorch", str(exported["cartpole"]), device="cpu")
-    assert isinstance(gym.make_vec(torch_id, num_envs=2), DreamVectorEnv)
-    assert isinstance(gym.make_vec(torch_id, num_envs=2, backend="onnxruntime"), OrtDreamVectorEnv)
-    with pytest.raises(ValueError, match="backend='jax': choose one of"):
-        gym.make_vec(torch_id, num_envs=2, backend="jax")
-
-
-def test_sb3_vec_env_on_onnxruntime(exported: dict[str, Path]) -> None:
-    venv = DreamSB3VecEnv(exported["pendulum"], 8, backend="onnxruntime", time_limit=3, seed=0, device="cpu")
-    assert isinstance(venv.dream, OrtDreamVectorEnv)
-    obs = venv.reset()
-    assert obs.shape == (8, venv.dream.model.dims.feat_size)
-    bank = {tuple(row) for row in venv.dream.model.bank}
-    elapsed = np.zeros(8, int)
-    for _ in range(7):
-        venv.step_async(np.zeros((8, 1), np.float32))
-        obs, rewards, dones, infos = venv.step_wait()
-        elapsed += 1
-        assert rewards.dtype == np.float32 and dones.dtype == bool
-        assert dones[elapsed >= 3].all()  # the time limit always ends the episode
-        for i, (info, done) in enumerate(zip(infos, dones, strict=True)):
-            assert done == ("terminal_observation" in info)
-            if done:
-                assert venv.observation_space.contains(info["terminal_observation"])
-                assert tuple(obs[i]) in bank  # SB3: the returned obs already starts the next episode
-        elapsed[dones] = 0
+    torch_latent, _ = LatentObservation(make_env(spec), cartpole_bundle, seed=0).reset(seed=5)
+    d = cartpole_bundle.model.config.rssm.deter
+    np.testing.assert_allclose(ort_latent[:d], torch_latent[:d], atol=1e-4)  # the same posterior deter
 
 
 def test_onnxruntime_bench_rows(exported: dict[str, Path]) -> None:
@@ -389,9 +208,10 @@ from gymnasium.utils.env_checker import check_env
 import wmsim
 
 env_id = wmsim.register_dream("TorchFree", {str(exported["cartpole"])!r}, backend="onnxruntime")
-for mode in ("latent", "pixels", "dict"):
+for mode in ("latent", "decoded", "dict"):
     check_env(gym.make(env_id, obs_mode=mode).unwrapped, skip_render_check=True)
 vec = gym.make_vec(env_id, num_envs=8, seed=0, autoreset="same_step", time_limit=3, obs_mode="dict")
+assert vec.backend == "onnxruntime"
 obs, _ = vec.reset(seed=0)
 ended = 0
 for _ in range(7):
@@ -412,7 +232,7 @@ print("torch-free OK", type(vec).__name__, attempts)
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "torch-free OK OrtDreamVectorEnv []" in result.stdout  # nothing even tried to import torch
+    assert "torch-free OK DreamVectorEnv []" in result.stdout  # nothing even tried to import torch
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -447,70 +267,38 @@ def test_export_to_another_folder_leaves_the_bundle_alone(tmp_path: Path, cartpo
     assert (path / "config.json").read_bytes() == before
     assert (tmp_path / "graphs" / RECORD_FILE).is_file()
     with pytest.raises(OnnxGraphError, match=f"no ONNX graphs .*run `wmsim export-onnx {path}`"):
-        OrtDreamVectorEnv(path)
-    vec = OrtDreamVectorEnv(path, 2, onnx_dir=tmp_path / "graphs", seed=0)
+        ort_dream(path)
+    vec = ort_dream(path, 2, onnx_dir=tmp_path / "graphs", seed=0)
     vec.reset(seed=0)
     vec.step(np.array([0, 1]))
     with pytest.raises(OnnxGraphError, match=r"onnx\.json is missing.*--out"):
-        OrtDreamVectorEnv(path, onnx_dir=tmp_path / "nothing")
+        ort_dream(path, onnx_dir=tmp_path / "nothing")
     # the bundle's weights change after the export: the folder's graphs are refused
     bundle = load_bundle(path)
     with torch.no_grad():
         bundle.model.reward_head[0].weight.add_(1.0)
     save_bundle(path, bundle.model, bundle.env_spec, bundle.spaces, bundle.start_states, card=False)
     with pytest.raises(OnnxGraphError, match=r"other weights .* re-run `wmsim export-onnx"):
-        OrtDreamVectorEnv(path, onnx_dir=tmp_path / "graphs")
+        ort_dream(path, onnx_dir=tmp_path / "graphs")
 
 
 # ---------------------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize(
-    ("which", "action"),
-    [
-        ("cartpole", np.zeros((3, 1), np.int64)),
-        ("cartpole", np.zeros(3, np.float32)),
-        ("cartpole", np.array([0, 1, 2])),
-        ("cartpole", np.array([-1, 0, 1])),
-        ("pendulum", np.zeros(3, np.float32)),
-        ("pendulum", np.full((3, 1), np.nan, np.float32)),
-        ("pendulum", np.full((3, 1), 5.0, np.float32)),
-        ("pendulum", np.zeros((3, 1), np.int64)),
-    ],
-)
-def test_bad_actions_get_the_torch_backends_errors(
-    which: str, action: np.ndarray, exported: dict[str, Path], request: pytest.FixtureRequest
+
+
+def test_devices_and_unsaved_bundles_get_clear_errors(
+    exported: dict[str, Path], cartpole_bundle: Bundle
 ) -> None:
-    ort = OrtDreamVectorEnv(exported[which], 3, seed=0)
-    ref = DreamVectorEnv(request.getfixturevalue(f"{which}_bundle"), 3, seed=0)
-    ort.reset(seed=0)
-    ref.reset(seed=0)
-    with pytest.raises(ValueError) as ort_error:
-        ort.step(action)
-    with pytest.raises(ValueError) as torch_error:
-        ref.step(action)
-    assert str(ort_error.value) == str(torch_error.value)
-    single = OrtDreamEnv(exported[which], seed=0)
-    with pytest.raises(RuntimeError, match="call reset"):
-        single.step(single.action_space.sample())
+    import dataclasses
 
-
-def test_bad_construction_gets_clear_errors(exported: dict[str, Path]) -> None:
-    path = exported["cartpole"]
-    with pytest.raises(ValueError, match=r"dtype=.bfloat16.: the onnxruntime backend runs .* float32"):
-        OrtDreamVectorEnv(path, dtype="bfloat16")
-    with pytest.raises(ValueError, match="obs_mode='rgb'"):
-        OrtDreamVectorEnv(path, obs_mode="rgb")
-    with pytest.raises(ValueError, match="num_envs=0"):
-        OrtDreamVectorEnv(path, 0)
-    with pytest.raises(ValueError, match="unknown model 'NoSuchModel'"):
-        OrtDreamVectorEnv("NoSuchModel")
-    with pytest.raises(ValueError, match="model=None: pass model="):
-        OrtDreamVectorEnv(None)
     import onnxruntime
 
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         with pytest.raises(ValueError, match=r"device .cuda. is unavailable.*onnxruntime-gpu"):
-            OrtDreamVectorEnv(path, device="cuda")
-    assert OrtDreamVectorEnv(path, providers=["CPUExecutionProvider"]).providers == ["CPUExecutionProvider"]
+            ort_dream(exported["cartpole"], device="cuda")
+    with pytest.raises(ValueError, match=r"never saved, so it has no directory: save it with"):
+        ort_dream(dataclasses.replace(cartpole_bundle, path=None))
+    loaded = ort_dream(load_bundle(exported["cartpole"]))  # a loaded bundle runs from its directory
+    assert loaded.sim.model.path == exported["cartpole"]  # type: ignore[attr-defined]
 
 
 def test_a_bundle_without_graphs_says_how_to_export_them(tmp_path: Path, cartpole_bundle: Bundle) -> None:
@@ -539,7 +327,7 @@ def test_graphs_of_another_bundle_are_refused(
     # a graph of another model (other action size) copied in
     shutil.copy(exported["pendulum"] / "onnx" / "transition.onnx", path / "onnx" / "transition.onnx")
     with pytest.raises(OnnxGraphError, match=r"transition\.onnx does not fit this bundle .*action") as error:
-        OrtDreamVectorEnv(path)
+        ort_dream(path)
     assert f"re-run `wmsim export-onnx {path}`" in str(error.value)
     # same shapes, other weights: caught by the recorded SHA-256
     other = _copy(cartpole_bundle, tmp_path / "other")
@@ -550,14 +338,14 @@ def test_graphs_of_another_bundle_are_refused(
     export_onnx(other)
     shutil.copy(other / "onnx" / "transition.onnx", path / "onnx" / "transition.onnx")
     with pytest.raises(OnnxGraphError, match=r"transition\.onnx is not the graph recorded .*sha256"):
-        OrtDreamVectorEnv(path)
+        ort_dream(path)
     (path / "onnx" / "transition.onnx").unlink()
     with pytest.raises(OnnxGraphError, match=r"transition\.onnx is missing: re-run `wmsim export-onnx"):
-        OrtDreamVectorEnv(path)
+        ort_dream(path)
     (path / "onnx" / "decoder.onnx").write_bytes(b"not a graph")
     shutil.copy(exported["cartpole"] / "onnx" / "transition.onnx", path / "onnx" / "transition.onnx")
     with pytest.raises(OnnxGraphError, match=r"decoder\.onnx is not a graph onnxruntime can load"):
-        OrtDreamVectorEnv(path, obs_mode="pixels")
+        ort_dream(path, obs_mode="pixels")
 
 
 @pytest.mark.parametrize("where", ["above", "absolute", "onnx_dir"])
@@ -595,7 +383,7 @@ def test_graph_files_outside_the_bundle_are_refused_before_opening(
         if exists:
             shutil.copy(exported["cartpole"] / "onnx" / "transition.onnx", outside)
         with pytest.raises(BundleError, match="which is not a path inside the bundle folder") as error:
-            OrtDreamVectorEnv(path, **kwargs)  # type: ignore[arg-type]
+            ort_dream(path, **kwargs)  # type: ignore[arg-type]
         messages.append(str(error.value))
     assert messages[0] == messages[1], "the error must not reveal whether the outside file exists"
     assert not any("elsewhere" in name for name in opened)
@@ -606,13 +394,13 @@ def test_bad_time_limits_and_observations_get_the_torch_backends_errors(
 ) -> None:
     for time_limit in (-1, 0):
         with pytest.raises(ValueError) as ort_error:
-            OrtDreamVectorEnv(exported["cartpole"], 2, time_limit=time_limit)
+            ort_dream(exported["cartpole"], 2, time_limit=time_limit)
         with pytest.raises(ValueError) as torch_error:
             DreamVectorEnv(cartpole_bundle, 2, time_limit=time_limit)
         assert str(ort_error.value) == str(torch_error.value)
     real = np.full((2, 4), np.nan, np.float32)
     with pytest.raises(ValueError, match="contains NaN or inf") as ort_error:
-        OrtDreamVectorEnv(exported["cartpole"], 2, seed=0).reset(options={"observation": real})
+        ort_dream(exported["cartpole"], 2, seed=0).reset(options={"observation": real})
     with pytest.raises(ValueError) as torch_error:
         DreamVectorEnv(cartpole_bundle, 2, seed=0).reset(options={"observation": real})
     assert str(ort_error.value) == str(torch_error.value)

@@ -116,3 +116,14 @@ def test_img_step_is_batched_and_differentiable_in_the_action() -> None:
     assert nxt.deter.shape == (4096, 16) and nxt.stoch.shape == (4096, 4, 4)
     nxt.feat.sum().backward()
     assert action.grad is not None and action.grad.abs().sum() > 0
+
+
+def test_samples_without_noise_follow_the_categorical() -> None:
+    torch.manual_seed(0)
+    probs = torch.tensor([0.05, 0.6, 0.0, 0.35])
+    logits = probs.clamp(min=1e-12).log().expand(200_000, 3, 4)  # 3 variables of 4 classes
+    sample = sample_one_hot(logits)
+    assert torch.allclose(sample.detach().sum(-1), torch.ones(200_000, 3))  # one-hot rows
+    assert not sample.detach()[..., 2].any()  # a class of probability 0 is never drawn
+    frequency = sample.detach().mean(0)
+    assert torch.allclose(frequency, probs.expand(3, 4), atol=0.005), frequency

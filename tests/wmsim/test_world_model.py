@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -202,3 +203,38 @@ def test_object_scale_weights_only_object_pixels_of_images(io: IOSpec) -> None:
     assert torch.allclose(weighted_loss - loss, extra.mean(), rtol=1e-4)
     with pytest.raises(ValueError, match="object_scale"):
         apply_overrides(model_preset("tiny"), {"loss.object_scale": 0.5})
+
+
+def test_layers_start_glorot_uniform_with_zero_biases() -> None:
+    # DreamerV2's Keras defaults; PyTorch's own draw U(+-1/sqrt(fan_in)) weights and non-zero biases.
+    torch.manual_seed(0)
+    model = WorldModel(model_preset("small"), IMAGE_IO)
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)]
+    layers += [m for m in model.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert len(layers) > 10
+    for layer in layers:
+        fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(layer.weight)
+        bound = (6.0 / (fan_in + fan_out)) ** 0.5
+        assert layer.weight.abs().max() <= bound
+        assert layer.weight.abs().max() > 0.9 * bound, layer
+        assert layer.bias is None or not layer.bias.any(), layer
+
+
+def test_weight_decay_shrinks_weights_by_the_same_factor_whatever_the_learning_rate() -> None:
+    # DreamerV2 multiplies every weight by (1 - wd) at each step; with zero gradients Adam moves
+    # nothing else, so one step leaves exactly (1 - wd) * w. AdamW's own weight_decay=wd would
+    # multiply by (1 - lr * wd), 5,000 times weaker at lr 2e-4.
+    from wmsim.world_model import WorldModelTrainer
+
+    for lr in (1e-4, 1e-2):
+        torch.manual_seed(0)
+        base = model_preset("tiny")
+        config = dataclasses.replace(base, optim=dataclasses.replace(base.optim, lr=lr, weight_decay=1e-3))
+        model = WorldModel(config, VECTOR_IO)
+        trainer = WorldModelTrainer(model, precision="fp32")
+        before = [p.detach().clone() for p in model.parameters()]
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        trainer.optimizer.step()
+        for new, old in zip(model.parameters(), before, strict=True):
+            assert torch.allclose(new, old * (1 - 1e-3), atol=1e-9, rtol=1e-6)

@@ -1,5 +1,5 @@
-"""Validation of a batch of numpy actions and of ``reset`` arguments, shared by the torch and onnxruntime
-dream backends (no torch or onnxruntime import here)."""
+"""Validation of a batch of numpy actions and of ``reset`` arguments at the dreams' API edge (no torch or
+onnxruntime import here)."""
 
 from __future__ import annotations
 
@@ -61,14 +61,41 @@ def check_time_limit(time_limit: Any) -> int | None:
     return int(time_limit)
 
 
-def check_reset(
-    seed: int | list[int] | None, options: dict[str, Any] | None, n: int, obs_shape: tuple[int, ...]
-) -> tuple[int | None, np.ndarray | None, np.ndarray | None]:
-    """Validate the arguments of a batched dream's ``reset``: ``(seed, reset_mask (n,) bool or None,
-    real observations (n, *obs_shape) or None)``. A seed list is reduced to its first element, as one
-    generator drives the batch; a single observation is accepted when ``n == 1``."""
+def model_action(action: Any, space: gym.Space) -> np.ndarray:
+    """One action of a real env's ``space`` as the model takes it: a class index from 0 ``(1,)`` int64
+    (discrete) or ``(1, A)`` float32 (continuous). Not range-checked: the real env has accepted it."""
+    if isinstance(space, gym.spaces.Discrete):
+        return np.asarray(action, np.int64).reshape(1) - int(space.start)
+    return np.asarray(action, np.float32).reshape(1, -1)
+
+
+def check_seed(seed: Any, n: int) -> int | list[int | None] | None:
+    """A ``reset`` seed: None, a non-negative int, or a list of ``n`` such ints (or None), one per sub-env."""
+
+    def valid(value: Any) -> bool:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value >= 0)
+
+    if seed is None:
+        return None
     if isinstance(seed, (list, tuple)):
-        seed = seed[0] if seed else None
+        if len(seed) != n or not all(s is None or valid(s) for s in seed):
+            raise ValueError(
+                f"seed={list(seed)!r}: a seed list needs {n} entries (one per sub-env), each a"
+                " non-negative int or None; or pass one int for the whole batch"
+            )
+        return [None if s is None else int(s) for s in seed]
+    if not valid(seed):
+        raise ValueError(f"seed={seed!r}: pass a non-negative int, a list of {n} of them, or None")
+    return int(seed)
+
+
+def check_reset(
+    seed: Any, options: dict[str, Any] | None, n: int, obs_shape: tuple[int, ...]
+) -> tuple[int | list[int | None] | None, np.ndarray | None, np.ndarray | None]:
+    """Validate the arguments of a batched dream's ``reset``: ``(seed (see check_seed), reset_mask (n,)
+    bool or None, real observations (n, *obs_shape) or None)``. A single observation is accepted when
+    ``n == 1``."""
+    seed = check_seed(seed, n)
     options = dict(options or {})
     unknown = set(options) - {"observation", "reset_mask"}
     if unknown:
@@ -93,4 +120,4 @@ def check_reset(
             raise ValueError(f"options['observation'] has dtype {real.dtype}; real observations are numbers")
         if real.dtype.kind == "f" and not np.isfinite(real).all():
             raise ValueError("options['observation'] contains NaN or inf: pass real observations")
-    return None if seed is None else int(seed), mask, real
+    return seed, mask, real

@@ -27,9 +27,9 @@ from ..config import model_preset
 from ..devices import resolve_device
 from ..envs import EnvSpec, describe_spaces, make_env
 from ..world_model import IOSpec, WorldModel
-from .vector_env import DTYPES, DreamVectorEnv
-
-BACKENDS = ("torch", "onnxruntime")
+from .backend import BACKENDS
+from .simulator import DTYPES
+from .vector_env import DreamVectorEnv
 
 
 @dataclass
@@ -154,22 +154,28 @@ def bench_ort_row(
     device: str = "cpu",
 ) -> BenchRow:
     """One row of the onnxruntime backend (numpy API, float32 graphs)."""
-    from .ort_env import OrtDreamVectorEnv
-
-    env = OrtDreamVectorEnv(
-        bundle_dir, num_envs, device=device, obs_mode=obs_mode, seed=0, onnx_dir=onnx_dir, threads=threads
+    env = DreamVectorEnv(
+        bundle_dir,
+        num_envs,
+        backend="onnxruntime",
+        device=device,
+        obs_mode=obs_mode,
+        seed=0,
+        onnx_dir=onnx_dir,
+        threads=threads,
     )
+    sim: Any = env.sim
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     space: Any = env.single_action_space
-    if env.model.dims.discrete:
+    if sim.dims.discrete:
         actions = rng.integers(0, int(space.n), (num_envs,))
     else:
         actions = rng.uniform(space.low, space.high, (num_envs, *space.shape)).astype(np.float32)
     rate = _time(lambda: env.step(actions), min_seconds) * num_envs
-    dims = env.model.dims
+    dims = sim.dims
     state_bytes = dims.feat_size * 4 + 8 + 1
-    system = f"dream ({', '.join(env.providers)})"
+    system = f"dream ({', '.join(sim.providers)})"
     env.close()
     return BenchRow(system, obs_mode, num_envs, "float32", rate, "numpy", state_bytes, None, "onnxruntime")
 

@@ -1,21 +1,21 @@
 """A real env seen through the world model: observations become the same latent features a dream hands
-out, by running the posterior filter on the real observations. A policy trained on ``latent`` dreams
-acts in the real game unchanged."""
+out, by running the posterior filter on the real observations. A policy trained on ``latent`` (or
+``dict``) dreams acts in the real game unchanged. Either backend; no torch or onnxruntime import here."""
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
-from ..bundle import Bundle
-from ..devices import resolve_device
-from ..registry import resolve_model
-from ..rssm import State
+from .actions import model_action
+from .backend import make_backend
 from .vector_env import latent_space
+
+if TYPE_CHECKING:
+    from ..bundle import Bundle
 
 
 class LatentObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -24,66 +24,94 @@ class LatentObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
     The filter state is reset at ``reset`` and updated at every ``step`` with the action taken and the
     new observation, exactly as the world model was trained (posterior samples, seeded by ``seed``).
     The env must be the one the bundle was trained on (same observation and action spaces).
+
+    Args:
+        env: the real env.
+        model: a :class:`~wmsim.Bundle`, a bundle directory, a known model name or a Hub repo id.
+        backend: ``"torch"`` (default) or ``"onnxruntime"`` (the bundle's exported posterior graph).
+        device: as for :class:`~wmsim.dream.DreamVectorEnv` (default ``"auto"``).
+        seed: seeds the posterior samples (default 0; ``reset(seed=...)`` re-seeds them).
+        obs_mode: ``"latent"`` (default) or ``"dict"``: ``{"latent": features, "decoded": the real
+            observation}``, the real counterpart of a dream's ``obs_mode="dict"``.
+        providers, onnx_dir, threads: onnxruntime only.
     """
 
     def __init__(
-        self, env: gym.Env, model: Bundle | str | os.PathLike, *, device: str = "cpu", seed: int | None = None
+        self,
+        env: gym.Env,
+        model: Bundle | str | os.PathLike,
+        *,
+        backend: str = "torch",
+        device: Any = "auto",
+        seed: int | None = None,
+        obs_mode: str = "latent",
+        **backend_options: Any,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
-            self, model=model if not isinstance(model, Bundle) else None, device=device, seed=seed
+            self,
+            model=model if isinstance(model, (str, os.PathLike)) else None,
+            backend=backend,
+            device=device,
+            seed=seed,
+            obs_mode=obs_mode,
         )
         super().__init__(env)
-        bundle = resolve_model(model)
-        io = bundle.model.io
-        if tuple(env.observation_space.shape or ()) != tuple(io.obs_shape):
+        if obs_mode not in ("latent", "dict"):
+            raise ValueError(
+                f"obs_mode={obs_mode!r}: a real env seen through the model is 'latent' or 'dict'"
+            )
+        self.sim = make_backend(
+            backend, model, 1, device=device, seed=seed if seed is not None else 0, **backend_options
+        )
+        dims = self.sim.dims
+        if tuple(env.observation_space.shape or ()) != tuple(dims.obs_shape):
             raise ValueError(
                 f"the real env's observation space {env.observation_space} does not match the model's"
-                f" observations {io.obs_shape}: wrap the env the bundle was trained on"
+                f" observations {dims.obs_shape}: wrap the env the bundle was trained on"
                 f" (wmsim.make_env(bundle.env_spec))"
             )
-        discrete = isinstance(env.action_space, gym.spaces.Discrete)
-        if discrete != io.discrete:
+        if isinstance(env.action_space, gym.spaces.Discrete) != dims.discrete:
             raise ValueError(
                 f"the real env's action space {env.action_space} does not match the model's"
-                f" ({'discrete' if io.discrete else 'continuous'}) actions"
+                f" ({'discrete' if dims.discrete else 'continuous'}) actions"
             )
-        self.device = resolve_device(device)
-        import copy
+        self.sim.prepare(posterior=True)
+        self.obs_mode = obs_mode
+        latent = latent_space(dims)
+        self.observation_space = (
+            latent
+            if obs_mode == "latent"
+            else gym.spaces.Dict({"latent": latent, "decoded": env.observation_space})
+        )
+        self._feat: Any = None
 
-        self.model = copy.deepcopy(bundle.model).to(self.device).eval()
-        self.observation_space = latent_space(bundle)
-        self.generator = torch.Generator(self.device)
-        self.generator.manual_seed(seed if seed is not None else 0)
-        self._state: State | None = None
+    @property
+    def model(self) -> Any:
+        """The backend's model: a private ``WorldModel`` copy (torch) or the exported graphs (onnxruntime)."""
+        return self.sim.model  # type: ignore[attr-defined]
 
-    def _filter(self, obs: Any, action: torch.Tensor, is_first: bool) -> np.ndarray:
-        model = self.model
-        with torch.no_grad():
-            embed = model.encode(torch.as_tensor(np.asarray(obs)[None], device=self.device))
-            prev = self._state if self._state is not None else model.rssm.initial(1, self.device)
-            first = torch.tensor([is_first], device=self.device)
-            self._state, _ = model.rssm.obs_step(
-                prev, action, embed, first, noise=(self._noise(), self._noise())
-            )
-            return self._state.feat[0].float().cpu().numpy()
-
-    def _noise(self) -> torch.Tensor:
-        c = self.model.config.rssm
-        return torch.rand(1, c.stoch, c.classes, device=self.device, generator=self.generator)
+    def _filter(self, obs: Any, action: np.ndarray | None) -> Any:
+        sim = self.sim
+        batch = sim.from_numpy(np.asarray(obs)[None])
+        if action is None:
+            self._feat = sim.posterior(batch)
+        else:
+            self._feat = sim.posterior(batch, self._feat, sim.from_numpy(action))
+        latent = sim.to_numpy(self._feat)[0]
+        return latent if self.obs_mode == "latent" else {"latent": latent, "decoded": obs}
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
         obs, info = self.env.reset(seed=seed, options=options)
         if seed is not None:
-            self.generator.manual_seed(seed)
-        self._state = None
-        zero = torch.zeros(1, self.model.io.action_size, device=self.device)
-        return self._filter(obs, zero, True), info
+            self.sim.seed(seed)
+        return self._filter(obs, None), info
 
     def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict]:
         obs, reward, terminated, truncated, info = self.env.step(action)
-        vector = self.model.one_hot(
-            torch.as_tensor(np.asarray(action), device=self.device).reshape(
-                () if self.model.io.discrete else (-1,)
-            )
+        return (
+            self._filter(obs, model_action(action, self.env.action_space)),
+            reward,
+            terminated,
+            truncated,
+            info,
         )
-        return self._filter(obs, vector[None].float(), False), reward, terminated, truncated, info

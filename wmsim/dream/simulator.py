@@ -1,59 +1,62 @@
-"""The batched dream core: a batch of latent states on a torch device, stepped by the world model's
-latent transition (:meth:`wmsim.WorldModel.step`, the same function the agent's imagination uses).
+"""The torch backend of the dreams: a batch of latent states on a torch device, stepped by the world
+model's latent transition (:meth:`wmsim.WorldModel.step`, the same function the agent's imagination
+uses).
 
 Everything here is tensors on ``device``; there is no host-device synchronisation inside
 :meth:`DreamSimulator.step` (no ``.item()``, no data-dependent Python branches), so a step is a fixed
-sequence of kernels whatever the batch does. Numpy appears only in the Gymnasium/SB3 layers above.
+sequence of kernels whatever the batch does. The episode logic (termination, time limit, autoreset)
+is :class:`~wmsim.dream.backend.DreamBackend`'s, shared with the onnxruntime backend.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import secrets
-from typing import NamedTuple
+from typing import Any
 
+import numpy as np
 import torch
 
 from ..bundle import Bundle
+from ..devices import resolve_device
+from ..envs import space_from_dict
+from ..onnx_format import ModelDims
+from ..registry import resolve_model
 from ..rssm import State
 from ..world_model import WorldModel
 from .actions import check_time_limit
+from .backend import DreamBackend, StepResult, check_num_envs
 
-OBS_MODES = ("latent", "pixels", "dict")
-TERMINATION_MODES = ("threshold", "sample")
-AUTORESET_MODES = ("next_step", "same_step", "disabled")
-
-
-class StepResult(NamedTuple):
-    """One batched step. ``reward (B,)`` float32, ``terminated``/``truncated`` ``(B,)`` bool;
-    ``final_feat``/``final_obs`` hold the features/decoded observation of the state each env reached
-    *before* a same-step reset (only with ``autoreset="same_step"``; else None)."""
-
-    reward: torch.Tensor
-    terminated: torch.Tensor
-    truncated: torch.Tensor
-    final_feat: torch.Tensor | None
-    final_obs: torch.Tensor | None
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class DreamSimulator:
-    """``num_envs`` dreamed episodes of one world model, batched on ``device``.
+def _dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}: choose one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
 
-    - ``reset`` draws start states from the bundle's bank (reproducible from ``seed``);
-    - ``step(action)`` applies the prior transition, predicts the reward with the reward head and
-      termination with the discount head (``termination="threshold"``: continue probability < 0.5;
-      ``"sample"``: a Bernoulli draw), and truncates at ``time_limit`` steps;
-    - ``autoreset``: ``"next_step"`` (Gymnasium's default: the step after an episode ends resets that
-      env, ignoring its action, with reward 0), ``"same_step"`` (reset inside the step that ended the
-      episode; the final state is returned in the :class:`StepResult`) or ``"disabled"``.
 
-    The latent state is ``deter (B, D)`` and ``stoch (B, S, K)``; :attr:`feat` is their concatenation
-    ``(B, D + S*K)``, the ``latent`` observation.
+class DreamSimulator(DreamBackend):
+    """``num_envs`` dreamed episodes of one world model, batched on ``device`` (the torch backend).
+
+    - :meth:`reset` draws start states from the bundle's bank (reproducible from ``seed``);
+    - :meth:`step` applies the prior transition, the reward and discount heads, the time limit and the
+      autoreset mode (see :meth:`~wmsim.dream.backend.DreamBackend.step`);
+    - ``differentiable=True`` keeps the autograd graph through steps.
+
+    The latent state is ``deter (B, D)`` and ``stoch (B, S, K)`` in ``dtype``; :attr:`feat` is their
+    concatenation ``(B, D + S*K)``, the ``latent`` observation.
     """
+
+    name = "torch"
+    xp = torch
 
     def __init__(
         self,
-        bundle: Bundle,
+        bundle: Bundle | str | os.PathLike,
         num_envs: int,
         *,
         device: torch.device | str = "cpu",
@@ -61,101 +64,138 @@ class DreamSimulator:
         termination: str = "threshold",
         autoreset: str = "next_step",
         seed: int | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: str | torch.dtype = torch.float32,
     ) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs={num_envs} must be at least 1")
-        if termination not in TERMINATION_MODES:
-            raise ValueError(f"termination={termination!r}: choose one of {TERMINATION_MODES}")
-        if autoreset not in AUTORESET_MODES:
-            raise ValueError(f"autoreset={autoreset!r}: choose one of {AUTORESET_MODES}")
-        time_limit = check_time_limit(time_limit)
-        if len(bundle.start_states) == 0:
-            raise ValueError("the bundle holds no start states: it cannot start a dream")
-        self.device = torch.device(device)
+        num_envs = check_num_envs(num_envs)
+        check_time_limit(time_limit)
+        bundle = resolve_model(bundle)
+        compute = _dtype(dtype)
+        self.device = resolve_device(device)
         # A private copy: the bundle's model may be shared (cached) by envs on other devices or dtypes.
-        self.model: WorldModel = copy.deepcopy(bundle.model).to(self.device, dtype).eval()
+        self.model: WorldModel = copy.deepcopy(bundle.model).to(self.device, compute).eval()
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         self.bundle = bundle
-        self.num_envs = num_envs
-        self.termination = termination
-        self.autoreset = autoreset
-        limit = time_limit if time_limit is not None else bundle.env_spec.time_limit
-        self.time_limit = int(limit) if limit is not None else None
+        rssm, io = self.model.config.rssm, self.model.io
+        self.dims = ModelDims(
+            rssm.deter, rssm.stoch, rssm.classes, io.action_size, io.discrete, tuple(io.obs_shape), io.image
+        )
+        self.spaces = bundle.spaces
         starts = bundle.start_states
-        self._bank_deter = starts.deter.to(self.device, dtype)
-        self._bank_stoch = torch.nn.functional.one_hot(
-            starts.stoch.to(self.device).long(), self.model.config.rssm.classes
-        ).to(dtype)
+        self.bank_size = len(starts)
+        self._bank_deter = starts.deter.to(self.device, compute)
+        self._bank_stoch = torch.nn.functional.one_hot(starts.stoch.to(self.device).long(), rssm.classes).to(
+            compute
+        )
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(seed if seed is not None else secrets.randbits(63))
-        rssm = self.model.config.rssm
-        self.deter = torch.zeros(num_envs, rssm.deter, device=self.device, dtype=dtype)
-        self.stoch = torch.zeros(num_envs, rssm.stoch, rssm.classes, device=self.device, dtype=dtype)
-        self.elapsed = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
-        self.needs_reset = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
-        self._limit = torch.tensor(self.time_limit or 0, device=self.device)
+        self.deter = torch.zeros(num_envs, rssm.deter, device=self.device, dtype=compute)
+        self.stoch = torch.zeros(num_envs, rssm.stoch, rssm.classes, device=self.device, dtype=compute)
+        self._obs_bounds: tuple[torch.Tensor, torch.Tensor] | None = None
+        if not io.image:
+            box: Any = space_from_dict(bundle.spaces["observation"])
+            self._obs_bounds = (
+                torch.as_tensor(box.low, device=self.device, dtype=torch.float32),
+                torch.as_tensor(box.high, device=self.device, dtype=torch.float32),
+            )
+        limit = time_limit if time_limit is not None else bundle.env_spec.time_limit
+        super().__init__(num_envs, time_limit=limit, termination=termination, autoreset=autoreset)
 
     # ------------------------------------------------------------------ state
     @property
     def feat(self) -> torch.Tensor:
-        """Latent features ``(B, D + S*K)``."""
+        """Latent features ``(B, D + S*K)`` in the compute dtype."""
         return torch.cat([self.deter, self.stoch.flatten(-2)], -1)
 
     @property
     def state(self) -> State:
         return State(self.deter, self.stoch, self.stoch)
 
-    def decode(self, feat: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoded observations in the real env's format: uint8 ``(B, H, W, C)`` or float ``(B, D)``."""
-        feat = self.feat if feat is None else feat
-        return self.model.obs_from_output(self.model.decode(feat))
+    def _split(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.dims
+        feat = feat.to(self.deter.dtype)
+        return feat[:, : d.deter], feat[:, d.deter :].unflatten(-1, (d.stoch, d.classes))
 
-    def _draw_starts(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.randint(len(self._bank_deter), (count,), device=self.device, generator=self.generator)
-        return self._bank_deter[index], self._bank_stoch[index]
+    def decode(self, feat: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoded observations in the real env's format: uint8 ``(B, H, W, C)``, or float32 ``(B, D)``
+        clipped to the real observation space."""
+        feat = self.feat if feat is None else feat
+        obs = self.model.obs_from_output(self.model.decode(feat.to(self.deter.dtype)))
+        if self._obs_bounds is None:
+            return obs
+        return torch.clamp(obs.float(), *self._obs_bounds)
+
+    @torch.no_grad()
+    def posterior(
+        self, obs: torch.Tensor, feat: torch.Tensor | None = None, action: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        model, d, dtype = self.model, self.dims, self.deter.dtype
+        n = obs.shape[0]
+        if feat is None or action is None:
+            prev = model.rssm.initial(n, self.device).map(lambda t: t.to(dtype))
+            action_vec = torch.zeros(n, d.action_size, device=self.device, dtype=dtype)
+            first = torch.ones(n, dtype=torch.bool, device=self.device)
+        else:
+            deter, stoch = self._split(feat)
+            prev = State(deter, stoch, stoch)
+            action_vec = model.one_hot(action).to(dtype)
+            first = torch.zeros(n, dtype=torch.bool, device=self.device)
+        embed = model.encoder(model.prepare_obs(obs.to(self.device)).to(dtype))
+        # two draws, the prior's sample (which the posterior does not use) and the posterior's, so a
+        # seed gives the filter the same samples as ever
+        noise = [
+            torch.rand(n, d.stoch, d.classes, device=self.device, generator=self.generator) for _ in range(2)
+        ]
+        post, _ = model.rssm.obs_step(prev, action_vec, embed, first, noise=(noise[0], noise[1]))
+        return post.feat
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
 
-    def reset(self, seed: int | None = None, mask: torch.Tensor | None = None) -> None:
-        """Draw start states for every env (or where ``mask (B,)`` is true)."""
-        if seed is not None:
-            self.generator.manual_seed(seed)
-        deter, stoch = self._draw_starts(self.num_envs)
-        if mask is None:
-            self.deter, self.stoch = deter, stoch
-            self.elapsed.zero_()
-            self.needs_reset.zero_()
-        else:
-            self._reset_where(mask, deter, stoch)
+    def start_features(self) -> np.ndarray:
+        return torch.cat([self._bank_deter, self._bank_stoch.flatten(-2)], -1).float().cpu().numpy()
 
-    def _reset_where(self, mask: torch.Tensor, deter: torch.Tensor, stoch: torch.Tensor) -> None:
+    def from_numpy(self, array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(array, device=self.device)
+
+    def to_numpy(self, array: torch.Tensor) -> np.ndarray:
+        array = array.detach()
+        if array.is_floating_point() and array.dtype != torch.float32:
+            array = array.float()
+        return array.cpu().numpy().copy() if array.device.type == "cpu" else array.cpu().numpy()
+
+    # ------------------------------------------------------------------ primitives
+    def _zeros(self, dtype: str) -> torch.Tensor:
+        kind = torch.int64 if dtype == "int64" else torch.bool
+        return torch.zeros(self.num_envs, dtype=kind, device=self.device)
+
+    def _uniform(self) -> torch.Tensor:
+        return torch.rand(self.num_envs, device=self.device, generator=self.generator)
+
+    def _start(self, mask: torch.Tensor, index: torch.Tensor | None) -> None:
+        if index is None:
+            index = torch.randint(
+                self.bank_size, (self.num_envs,), device=self.device, generator=self.generator
+            )
+        self.deter = torch.where(mask[:, None], self._bank_deter[index], self.deter)
+        self.stoch = torch.where(mask[:, None, None], self._bank_stoch[index], self.stoch)
+
+    def _set_feat(self, mask: torch.Tensor, feat: torch.Tensor) -> None:
+        deter, stoch = self._split(feat)
         self.deter = torch.where(mask[:, None], deter, self.deter)
         self.stoch = torch.where(mask[:, None, None], stoch, self.stoch)
-        self.elapsed = torch.where(mask, 0, self.elapsed)
-        self.needs_reset = self.needs_reset & ~mask
 
-    @torch.no_grad()
-    def reset_from_observation(self, obs: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        """Start from real observations ``obs (B, *obs_shape)`` (env format), encoded through the
-        posterior from the all-zero state (only where ``mask`` is true, if given)."""
-        model = self.model
-        n = obs.shape[0]
-        prev = model.rssm.initial(n, self.device)
-        action = torch.zeros(n, model.io.action_size, device=self.device)
-        first = torch.ones(n, dtype=torch.bool, device=self.device)
-        prev = prev.map(lambda t: t.to(self.deter.dtype))
-        post, _ = model.rssm.obs_step(
-            prev, action.to(self.deter.dtype), model.encode(obs.to(self.device)).to(self.deter.dtype), first
-        )
-        full = mask if mask is not None else torch.ones(n, dtype=torch.bool, device=self.device)
-        self._reset_where(full, post.deter.to(self.deter.dtype), post.stoch.detach().to(self.deter.dtype))
+    def _transition(self, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        model, d = self.model, self.dims
+        action_vec = (model.one_hot(action) if d.discrete else action).to(self.deter.dtype)
+        noise = torch.rand(self.num_envs, d.stoch, d.classes, device=self.device, generator=self.generator)
+        nxt, reward, cont = model.step(State(self.deter, self.stoch, self.stoch), action_vec, noise=noise)
+        self.deter, self.stoch = nxt.deter, nxt.stoch
+        return reward.float(), cont
 
     # ------------------------------------------------------------------ step
     def step(self, action: torch.Tensor, *, differentiable: bool = False) -> StepResult:
-        """Advance every env by one dreamed step.
+        """Advance every env by one dreamed step (see :meth:`DreamBackend.step`).
 
         ``action``: ``(B,)`` integer indices for a discrete model, ``(B, A)`` floats for a continuous one
         (validated by the callers at the API edge). With ``differentiable=True`` the step keeps the
@@ -163,44 +203,4 @@ class DreamSimulator:
         ``action`` and earlier states (straight-through through the categorical samples).
         """
         with torch.set_grad_enabled(differentiable):
-            return self._step(action)
-
-    def _step(self, action: torch.Tensor) -> StepResult:
-        model = self.model
-        action_vec = (model.one_hot(action) if model.io.discrete else action).to(self.deter.dtype)
-        rssm = model.config.rssm
-        noise = torch.rand(
-            self.num_envs, rssm.stoch, rssm.classes, device=self.device, generator=self.generator
-        )
-        prev = State(self.deter, self.stoch, self.stoch)
-        nxt, reward, cont = model.step(prev, action_vec, noise=noise)
-        if self.termination == "sample":
-            draw = torch.rand(self.num_envs, device=self.device, generator=self.generator)
-            terminated = draw >= cont
-        else:
-            terminated = cont < 0.5
-        elapsed = self.elapsed + 1
-        truncated = (
-            (elapsed >= self._limit) & ~terminated if self.time_limit else torch.zeros_like(terminated)
-        )
-        reward = reward.float()
-        self.deter, self.stoch, self.elapsed = nxt.deter, nxt.stoch, elapsed
-
-        if self.autoreset == "next_step":
-            # Envs that ended on the previous step start afresh now; their action is ignored.
-            resetting = self.needs_reset
-            deter, stoch = self._draw_starts(self.num_envs)
-            self._reset_where(resetting, deter, stoch)
-            reward = torch.where(resetting, 0.0, reward)
-            terminated = terminated & ~resetting
-            truncated = truncated & ~resetting
-            self.needs_reset = terminated | truncated
-            return StepResult(reward, terminated, truncated, None, None)
-        if self.autoreset == "same_step":
-            done = terminated | truncated
-            final_feat = self.feat
-            deter, stoch = self._draw_starts(self.num_envs)
-            self._reset_where(done, deter, stoch)
-            return StepResult(reward, terminated, truncated, final_feat, None)
-        self.needs_reset = terminated | truncated
-        return StepResult(reward, terminated, truncated, None, None)
+            return super().step(action)

@@ -114,7 +114,7 @@ def dream_frames(
     from_real: bool = False,
     real_policy: Policy | None = None,
     num_envs: int = 1,
-    policy_obs: str = "pixels",
+    policy_obs: str = "decoded",
     seed: int = 0,
     scale: int | None = None,
     device: str = "cpu",
@@ -123,7 +123,7 @@ def dream_frames(
 
     Args:
         model: a :class:`~wmsim.Bundle`, bundle directory or known model name.
-        policy: ``obs -> action`` for one dream (``obs``: decoded pixels in the real env's format, or
+        policy: ``obs -> action`` for one dream (``obs``: decoded observations in the real env's format, or
             latent features with ``policy_obs="latent"``); None plays random actions.
         side_by_side: the real env beside the dream, taking the same actions (or ``real_policy``'s).
         from_real: dreams start from the real env's first frame instead of the bundle's start states.

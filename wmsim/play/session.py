@@ -3,7 +3,6 @@ optionally, the real env beside them) stepped together, with episode bookkeeping
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 from collections.abc import Callable
@@ -12,17 +11,16 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from ..bundle import Bundle
-from ..devices import resolve_device
+from ..dream.actions import model_action
+from ..dream.backend import make_backend
 from ..dream.vector_env import DreamVectorEnv
 from ..envs import make_env, space_from_dict
 from ..registry import resolve_model
-from ..rssm import State
 from . import render
 
-POLICY_OBS = ("pixels", "latent")
+POLICY_OBS = ("decoded", "latent")  # "pixels" is accepted for "decoded"
 
 
 @dataclass
@@ -73,8 +71,9 @@ class DreamSession:
             with the same actions (or a policy's own, see :meth:`step`) and show it.
         from_real: start every dream from the real env's first frame
             (:meth:`~wmsim.dream.DreamSimulator.reset_from_observation`) instead of the bundle's bank.
-        policy_obs: what :meth:`policy_obs` hands a dream policy: ``"pixels"`` (decoded observations in
-            the real env's format) or ``"latent"`` (features ``(D + S*K,)`` float32).
+        policy_obs: what :meth:`policy_obs` hands a dream policy: ``"decoded"`` (decoded observations in
+            the real env's format; ``"pixels"`` is its former name) or ``"latent"`` (features
+            ``(D + S*K,)`` float32).
         seed: seeds the dreams, the real env and random actions; episode ``k`` uses ``seed + k``.
         scale: integer upscaling of image observations in the frames (default: about 256 pixels high).
         device, time_limit, termination: as for :class:`~wmsim.dream.DreamVectorEnv`.
@@ -91,7 +90,7 @@ class DreamSession:
         num_envs: int = 1,
         side_by_side: bool = False,
         from_real: bool = False,
-        policy_obs: str = "pixels",
+        policy_obs: str = "decoded",
         seed: int = 0,
         scale: int | None = None,
         device: str = "cpu",
@@ -99,6 +98,7 @@ class DreamSession:
         termination: str = "threshold",
         real_env: gym.Env | None = None,
     ) -> None:
+        policy_obs = {"pixels": "decoded"}.get(policy_obs, policy_obs)
         if policy_obs not in POLICY_OBS:
             raise ValueError(f"policy_obs={policy_obs!r}: choose one of {POLICY_OBS}")
         self.bundle = resolve_model(model)
@@ -191,8 +191,8 @@ class DreamSession:
         return self.action_space.sample()
 
     def policy_obs(self, index: int = 0) -> np.ndarray:
-        """Dream ``index``'s observation for a policy (``policy_obs``: pixels in the real env's format,
-        or latent features)."""
+        """Dream ``index``'s observation for a policy (``policy_obs``: decoded observations in the real
+        env's format, or latent features)."""
         return self._obs[self.policy_obs_mode][index]
 
     def _batch(self, action: Any) -> np.ndarray:
@@ -255,12 +255,12 @@ class DreamSession:
     def _body(self, index: int | None) -> np.ndarray:
         """The picture of dream ``index`` (None: the real env)."""
         if self.image:
-            obs = self.real_obs if index is None else self._obs["pixels"][index]
+            obs = self.real_obs if index is None else self._obs["decoded"][index]
             assert obs is not None
             return render.upscale(render.to_rgb(obs), self.scale)
         series = []
         if index is not None:
-            series.append(render.Series("dream", self._obs["pixels"][index], render.DREAM_COLOUR))
+            series.append(render.Series("dream", self._obs["decoded"][index], render.DREAM_COLOUR))
         if self.real_obs is not None and self.real_track is not None:
             series.append(render.Series("real", np.asarray(self.real_obs), render.REAL_COLOUR, index is None))
         return render.bar_plot(series, self._scale, width=max(256, 48 * self.obs_shape[0]))
@@ -270,7 +270,7 @@ class DreamSession:
         observation (images, upscaled by ``scale``) or a bar plot of the state vector (dream bars
         filled, the real state's outlined beside them), with the step, reward, return and episode status."""
         if not self.image:
-            shown = [self._obs["pixels"][i] for i in range(self.num_envs)]
+            shown = [self._obs["decoded"][i] for i in range(self.num_envs)]
             if self.real_obs is not None and self.real_track is not None:
                 shown.append(np.asarray(self.real_obs))
             for values in shown:
@@ -290,7 +290,8 @@ class DreamSession:
 class LatentFilterPolicy:
     """A policy of latent features ``(D + S*K,)`` acting on real observations: the bundle's posterior
     filter turns each real observation (and the previous action) into the features a latent dream hands
-    out, as :class:`~wmsim.dream.LatentObservation` does. Call :meth:`reset` at each episode start.
+    out, as :class:`~wmsim.dream.LatentObservation` does (the same backend call). Call :meth:`reset` at
+    each episode start.
 
     ``latent_policy(feat (F,) float32) -> action`` (an int, or a float32 array ``(A,)``).
     """
@@ -302,45 +303,25 @@ class LatentFilterPolicy:
         *,
         device: str = "cpu",
         seed: int = 0,
+        backend: str = "torch",
     ) -> None:
-        bundle = resolve_model(model)
-        self.device = resolve_device(device)
-        self.model = copy.deepcopy(bundle.model).to(self.device).eval()
+        self.sim = make_backend(backend, model, 1, device=device, seed=seed)
+        self.sim.prepare(posterior=True)
         self.latent_policy = latent_policy
-        space = space_from_dict(bundle.spaces["action"])
-        self.start = int(space.start) if isinstance(space, gym.spaces.Discrete) else 0
-        self.generator = torch.Generator(self.device)
+        self.action_space = space_from_dict(self.sim.spaces["action"])
         self.seed = seed
         self.reset()
 
     def reset(self) -> None:
-        self.generator.manual_seed(self.seed)
-        self.state: State | None = None
-        self.prev_action = torch.zeros(1, self.model.io.action_size, device=self.device)
+        self.sim.seed(self.seed)
+        self._feat: Any = None
+        self._action: Any = None
         if hasattr(self.latent_policy, "reset"):
             self.latent_policy.reset()
 
-    def _noise(self) -> torch.Tensor:
-        rssm = self.model.config.rssm
-        return torch.rand(1, rssm.stoch, rssm.classes, device=self.device, generator=self.generator)
-
-    @torch.no_grad()
     def __call__(self, obs: np.ndarray) -> Any:
-        model = self.model
-        embed = model.encode(torch.as_tensor(np.asarray(obs)[None], device=self.device))
-        first = self.state is None
-        prev = self.state if self.state is not None else model.rssm.initial(1, self.device)
-        self.state, _ = model.rssm.obs_step(
-            prev,
-            self.prev_action,
-            embed,
-            torch.tensor([first], device=self.device),
-            noise=(self._noise(), self._noise()),
-        )
-        action = self.latent_policy(self.state.feat[0].float().cpu().numpy())
-        tensor = torch.as_tensor(np.asarray(action), device=self.device)
-        if model.io.discrete:
-            self.prev_action = model.one_hot(tensor.reshape(1) - self.start).float()
-        else:
-            self.prev_action = tensor.reshape(1, -1).float()
+        sim = self.sim
+        self._feat = sim.posterior(sim.from_numpy(np.asarray(obs)[None]), self._feat, self._action)
+        action = self.latent_policy(sim.to_numpy(self._feat)[0])
+        self._action = sim.from_numpy(model_action(action, self.action_space))
         return action

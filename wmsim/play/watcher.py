@@ -39,7 +39,7 @@ def watch(
     side_by_side: bool = True,
     from_real: bool = False,
     num_envs: int = 1,
-    policy_obs: str = "pixels",
+    policy_obs: str = "decoded",
     seed: int = 0,
     scale: int | None = None,
     device: str = "cpu",
@@ -49,7 +49,7 @@ def watch(
     frames (``(H, W, 3)`` per step, rewards and returns drawn in) to ``out`` (``.mp4`` or ``.gif``).
 
     Args:
-        policy: ``obs -> action`` in the dream (``obs`` as ``policy_obs`` says: ``"pixels"``, decoded in
+        policy: ``obs -> action`` in the dream (``obs`` as ``policy_obs`` says: ``"decoded"``, decoded in
             the real env's format, or ``"latent"`` features); None plays random actions.
         real_policy: ``real_obs -> action`` in the real env; None gives the real env the dream's actions
             (then drift between dream and game is visible). A pixel policy can be both; a latent one acts
