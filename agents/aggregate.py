@@ -25,16 +25,19 @@ from tqdm.auto import tqdm
 from wmsim.bundle import Bundle
 from wmsim.config import from_dict
 from wmsim.envs import make_env
+from wmsim.fileio import atomic_write_json
 from wmsim.registry import resolve_model
 from wmsim.world_model import IOSpec
 
-from .checkpoint import latest_checkpoint
+from .checkpoint import latest_checkpoint, read_checkpoint_state
 from .dreamerv2.agent import agent_from_bundle
 from .dreamerv2.policy import RealEnvPolicy
 from .offline import (
+    DATASET_FILE,
     LOSS_STAGES,
     PretrainConfig,
     env_spec_of_config,
+    read_pretrain_settings,
     record_episode,
     replay_capacity,
     return_summary,
@@ -48,12 +51,11 @@ ADDITIONS = "additions"
 
 def read_pretrain_config(logdir: Path) -> PretrainConfig:
     """The settings of the pretraining run in ``logdir``, or a clear error if it holds none."""
-    saved = logdir / "pretrain_config.json"
-    if not saved.is_file() or not (logdir / "dataset.json").is_file():
+    data = read_pretrain_settings(logdir)
+    if data is None or not (logdir / DATASET_FILE).is_file():
         raise FileNotFoundError(
             f"{logdir} holds no pretraining run with a dataset: run `wmsim pretrain --logdir {logdir}` first"
         )
-    data = json.loads(saved.read_text())
     data.pop(LOSS_STAGES, None)
     return from_dict(PretrainConfig, data)
 
@@ -116,15 +118,13 @@ def add_policy_data(
             "policy_sha256": _policy_digest(bundle),
             "epsilon": epsilon,
             "seed": seed,
-            "after_update": int(json.loads((checkpoint / "state.json").read_text())["step"])
-            if checkpoint is not None
-            else 0,
+            "after_update": read_checkpoint_state(checkpoint)[0] if checkpoint is not None else 0,
         }
     )
-    stats_file = logdir / "dataset.json"
+    stats_file = logdir / DATASET_FILE
     stats = json.loads(stats_file.read_text())
     stats.setdefault(ADDITIONS, []).append(record)
-    stats_file.write_text(json.dumps(stats, indent=2))
+    atomic_write_json(stats_file, stats)
     log.info("added to %s: %s", logdir, record)
     return record
 

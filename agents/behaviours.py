@@ -16,6 +16,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from wmsim.config import check_choice
+
 Behaviour = Callable[[np.ndarray], Any]
 
 # ALE Pong RAM: the agent's (right) paddle and the ball's vertical positions; minimal action set
@@ -103,24 +105,31 @@ MIXED_GIVE_UP = 1.0 / 250.0
 #: about two points for each it scores, and giving up turned most of a Pong dataset into random play
 #: (mean return -19.9 over 60k steps).
 MIXED_GIVE_UP_PER_ENV: dict[str, float] = {"atari/Pong": 0.0}
+#: The behaviours :func:`behaviour_for` knows.
+BEHAVIOURS = ("random", "scripted", "mixed")
+
+
+def check_behaviour(kind: str, env_id: str) -> None:
+    """Raise a ValueError unless ``kind`` is one of :data:`BEHAVIOURS` that ``env_id`` can play
+    (``scripted`` and ``mixed`` need a player in :data:`SCRIPTED`)."""
+    check_choice("behaviour", kind, BEHAVIOURS)
+    if kind != "random" and env_id not in SCRIPTED:
+        raise ValueError(
+            f"no scripted behaviour for {env_id!r} (there is one for {', '.join(SCRIPTED)}):"
+            " use --behaviour random"
+        )
 
 
 def behaviour_for(kind: str, env_id: str, env: gym.Env, episode: int, rng: np.random.Generator) -> Behaviour:
     """The behaviour of one episode: ``random``, ``scripted`` or ``mixed`` (scripted with a random-action
     probability cycling through :data:`MIXED_EPSILONS`, turning fully random for the rest of the episode
     with probability :data:`MIXED_GIVE_UP` per step, or :data:`MIXED_GIVE_UP_PER_ENV`)."""
+    check_behaviour(kind, env_id)
     if kind == "random":
         return lambda obs: env.action_space.sample()
-    if env_id not in SCRIPTED:
-        raise ValueError(
-            f"no scripted behaviour for {env_id!r} (there is one for {', '.join(SCRIPTED)}):"
-            " use --behaviour random"
-        )
     scripted = SCRIPTED[env_id](env)
     if kind == "scripted":
         return scripted
-    if kind != "mixed":
-        raise ValueError(f"behaviour {kind!r}: choose random, scripted or mixed")
     epsilon = MIXED_EPSILONS[episode % len(MIXED_EPSILONS)]
     give_up = MIXED_GIVE_UP_PER_ENV.get(env_id, MIXED_GIVE_UP)
     gave_up = False

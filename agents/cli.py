@@ -17,7 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hub import HubError
-from wmsim.config import add_config_arguments, apply_overrides, flat_items
+from wmsim.config import add_config_arguments, apply_overrides, flat_items, int_at_least
+from wmsim.fileio import atomic_write_text, describe_os_error, ensure_directory
 
 from .config import TRAIN_PRESETS, TrainConfig, train_preset
 
@@ -49,15 +50,19 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         metavar="MODEL",
         help="train only the actor-critic inside this bundle's world model (no real env)",
     )
-    p.add_argument("--dream-updates", type=int, default=2000, help="actor-critic updates with --dream")
+    p.add_argument(
+        "--dream-updates", type=int_at_least(1), default=2000, help="actor-critic updates with --dream"
+    )
     p.add_argument(
         "--dream-eval-every",
-        type=int,
+        type=int_at_least(0),
         default=0,
         help="with --dream: every N updates play 5 real episodes and compare the critic's values with the"
         " discounted returns that followed (0: never)",
     )
-    p.add_argument("--dream-pool", type=int, default=512, help="parallel dreamed episodes with --dream")
+    p.add_argument(
+        "--dream-pool", type=int_at_least(1), default=512, help="parallel dreamed episodes with --dream"
+    )
     p.add_argument(
         "--dream-replay",
         default=None,
@@ -73,11 +78,13 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="open-loop evaluation of a bundle on held-out real episodes")
     p.add_argument("bundle", help="a bundle directory (e.g. runs/x/bundle)")
-    p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--context", type=int, default=5)
-    p.add_argument("--horizon", type=int, default=50)
+    p.add_argument("--episodes", type=int_at_least(1), default=10)
+    p.add_argument("--context", type=int_at_least(1), default=5)
+    p.add_argument("--horizon", type=int_at_least(1), default=50)
     p.add_argument("--seed", type=int, default=10_000, help="seed of the first held-out episode")
-    p.add_argument("--max-steps", type=int, default=500, help="longest held-out episode, in agent steps")
+    p.add_argument(
+        "--max-steps", type=int_at_least(1), default=500, help="longest held-out episode, in agent steps"
+    )
     p.add_argument(
         "--behaviour",
         default="random",
@@ -91,7 +98,13 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
 def _eval_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="play a policy (the bundle's, or an SB3 zip) in the real env")
     p.add_argument("model", help="a bundle directory (or known model name)")
-    p.add_argument("--sb3", default=None, metavar="ZIP", help="an SB3 model zip trained in the dream")
+    p.add_argument(
+        "--sb3",
+        default=None,
+        metavar="ZIP",
+        help="an SB3 model zip trained in the dream. SB3 unpickles it, so a crafted zip runs code:"
+        " load only zips you trust (such as the ones you trained)",
+    )
     p.add_argument("--algo", default="PPO", help="the SB3 algorithm of --sb3 (PPO, A2C; SAC is detected)")
     p.add_argument(
         "--obs-mode",
@@ -100,7 +113,7 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
         help="what the SB3 policy observes (latent: through the model's posterior)",
     )
     p.add_argument("--env", default=None, help="the real env id (default: the bundle's; must match it)")
-    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--episodes", type=int_at_least(1), default=10)
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     p.add_argument("--sample", action="store_true", help="sample actions instead of the policy's mode")
     p.add_argument("--video", default=None, help="write the first episode's frames here (GIF/MP4)")
@@ -142,8 +155,12 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
         "--threads-per-rank", type=int, default=None, help="with --nproc: torch threads (default cores/ranks)"
     )
     t.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
-    t.add_argument("--updates", type=int, default=5, help="timed updates per preset (after 2 warm-up)")
-    t.add_argument("--batch-size", type=int, default=None, help="override every preset's batch size")
+    t.add_argument(
+        "--updates", type=int_at_least(1), default=5, help="timed updates per preset (after 2 warm-up)"
+    )
+    t.add_argument(
+        "--batch-size", type=int_at_least(1), default=None, help="override every preset's batch size"
+    )
     t.add_argument("--json", default="bench_train.json", help="where to write the results")
     d = what.add_parser("dream", help="dreamed steps/s vs num_envs, next to the real env (JSON + markdown)")
     d.add_argument("--env", default="atari/Pong", help="the real env the dream stands for")
@@ -300,11 +317,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from wmsim.devices import resolve_device
     from wmsim.evaluate import format_table
 
+    from .behaviours import check_behaviour
     from .train import evaluate_model
 
     bundle = load_bundle(args.bundle, device=resolve_device(args.device))
-    out = Path(args.out) if args.out else Path(args.bundle)
-    out.mkdir(parents=True, exist_ok=True)
+    check_behaviour(args.behaviour, bundle.env_spec.id)
+    out = ensure_directory(Path(args.out) if args.out else Path(args.bundle), "--out")
     result = evaluate_model(
         bundle.model,
         bundle.env_spec,
@@ -316,7 +334,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         figure=out / "openloop.png",
         behaviour=args.behaviour,
     )
-    (out / "openloop.json").write_text(result.to_json())
+    atomic_write_text(out / "openloop.json", result.to_json())
     print(format_table(result))
     print(f"wrote {out / 'openloop.png'} and {out / 'openloop.json'}")
     return 0
@@ -401,10 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.update(HANDLERS)
     try:
         return commands[args.command](args)
-    except (ValueError, FileNotFoundError, HubError) as exc:
+    except (ValueError, OSError, HubError) as exc:
         if args.verbose:
             raise
-        print(f"wmsim {args.command}: error: {exc}", file=sys.stderr)
+        message = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+        print(f"wmsim {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume from the last checkpoint", file=sys.stderr)

@@ -8,7 +8,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from wmsim.config import WorldModelConfig, check_choice, model_preset
+from wmsim.config import WorldModelConfig, check_at_least, check_choice, model_preset
 
 from .dreamerv2.config import ActorCriticConfig, agent_preset
 
@@ -72,12 +72,16 @@ class TrainConfig:
             "replay_chunk",
             "log_every",
             "checkpoint_every",
+            "start_states",
+            "eval_every",
+            "eval_episodes",
             "num_envs",
             "dist_timeout",
         )
         for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be positive")
+            check_at_least(name, getattr(self, name), 1)
+        for name in ("prefill", "pretrain"):
+            check_at_least(name, getattr(self, name), 0)
         if self.replay_capacity < self.seq_len:
             raise ValueError(f"replay_capacity={self.replay_capacity} is smaller than seq_len={self.seq_len}")
         if self.env_obs not in ("", "pixels", "state"):

@@ -12,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 
 from wmsim.bundle import Bundle
+from wmsim.config import check_at_least
 from wmsim.data import play_episodes
 from wmsim.dream.latent_wrapper import LatentObservation
 from wmsim.envs import EnvSpec, describe_spaces, make_env
@@ -54,6 +55,7 @@ def evaluate_policy_in_real(
     """Play ``episodes`` real episodes (seeds ``seed, seed+1, ...``); returns a dict with the returns,
     their mean and std. ``video``: write the first episode's observations (image envs) as a video.
     ``random=True`` plays a uniformly random policy (seeded), the baseline of a transfer table."""
+    check_at_least("episodes", episodes, 1)
     bundle = resolve_model(model)
     env = _real_env(bundle, env_id, seed)
     recorder: _FirstEpisodeFrames | None = None
@@ -113,7 +115,10 @@ def evaluate_policy_in_real(
 
 
 def load_sb3(path: str, algo: str, algorithms: dict[str, Any]) -> Any:
-    """Load an SB3 zip with SB3's own loader (``algo`` names the class; SAC zips are recognised)."""
+    """Load an SB3 zip with SB3's own loader (``algo`` names the class; SAC zips are recognised).
+
+    SB3 unpickles parts of the zip, so a crafted zip runs code: load only zips you trust (the ones you
+    trained). Bundles are different: they are safetensors + JSON and never unpickled."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"no SB3 model at {path}: pass the .zip written by model.save()")
     import zipfile

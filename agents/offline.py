@@ -9,7 +9,7 @@
 Policies are then learned inside the bundle: ``wmsim train --dream BUNDLE`` (DreamerV2 actor-critic) or
 ``agents.sb3.train_in_dream`` (any SB3 algorithm).
 
-CLI: ``wmsim pretrain --env atari/Pong --behaviour mixed --data-steps 60000 --updates 5000``.
+CLI: ``wmsim pretrain --env atari/Pong --behaviour mixed --data_steps 60000 --updates 5000``.
 """
 
 from __future__ import annotations
@@ -30,14 +30,31 @@ import torch
 from tqdm.auto import tqdm
 
 from wmsim.bundle import encode_start_states, save_bundle
-from wmsim.config import LossConfig, WorldModelConfig, from_dict, model_preset, to_dict
+from wmsim.config import (
+    LossConfig,
+    WorldModelConfig,
+    check_at_least,
+    check_choice,
+    from_dict,
+    model_preset,
+    to_dict,
+)
 from wmsim.data import first_step, next_step
 from wmsim.devices import resolve_device
 from wmsim.envs import EnvSpec, describe_spaces, make_env
+from wmsim.fileio import atomic_write_json, ensure_directory
 from wmsim.world_model import IOSpec, WorldModel, WorldModelTrainer, batch_to_torch
 
-from .behaviours import behaviour_for
-from .checkpoint import drop_metrics_after, latest_checkpoint, load_checkpoint, save_checkpoint
+from .behaviours import BEHAVIOURS, behaviour_for
+from .checkpoint import (
+    METRICS_FILE,
+    latest_checkpoint,
+    load_checkpoint,
+    read_checkpoint_state,
+    remove_killed_writes,
+    rewind_logs,
+    save_checkpoint,
+)
 from .replay import Replay
 
 log = logging.getLogger(__name__)
@@ -65,8 +82,42 @@ class PretrainConfig:
     start_states: int = field(default=256, metadata={"help": "episode starts kept for the bundle"})
     model: WorldModelConfig = field(default_factory=lambda: model_preset("small"))
 
+    def __post_init__(self) -> None:
+        for name, low in (
+            ("seq_len", 2),
+            ("batch_size", 1),
+            ("updates", 1),
+            ("checkpoint_every", 1),
+            ("start_states", 1),
+        ):
+            check_at_least(name, getattr(self, name), low)
+        check_at_least("data_steps", self.data_steps, self.seq_len, "seq_len")
+        check_choice("behaviour", self.behaviour, BEHAVIOURS)
+        if self.env_obs not in ("", "pixels", "state"):
+            raise ValueError(f"env_obs={self.env_obs!r}: choose 'pixels', 'state' or leave empty")
+
 
 LOSS_STAGES = "loss_stages"
+CONFIG_FILE = "pretrain_config.json"
+DATASET_FILE = "dataset.json"
+
+
+def read_pretrain_settings(logdir: Path) -> dict[str, Any] | None:
+    """The saved settings (JSON) of the pretraining run in ``logdir``, None when it holds none, or a
+    clear error naming the file when it cannot be read."""
+    saved = logdir / CONFIG_FILE
+    if not saved.exists():
+        return None
+    try:
+        data = json.loads(saved.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(
+            f"{saved} is not a wmsim pretraining config ({exc}): delete it and rerun the run's original"
+            " command to resume it, or pass another --logdir"
+        ) from exc
+    return data
 
 
 def _without_loss(value: Any, key: str) -> Any:
@@ -128,8 +179,8 @@ class OfflinePretrainer:
     def __init__(self, config: PretrainConfig, *, progress: bool = True) -> None:
         self.config = config
         self.progress = progress
-        self.logdir = Path(config.logdir)
-        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.logdir = ensure_directory(config.logdir, "--logdir")
+        remove_killed_writes(self.logdir)
         self._check_run_dir()
         self.device = resolve_device(config.device)
         self.spec = env_spec_of_config(config)
@@ -153,11 +204,10 @@ class OfflinePretrainer:
         kept in ``pretrain_config.json`` under ``loss_stages`` (and in the bundle's info), so a staged
         recipe stays reproducible: rerun each stage's command with its ``--updates``.
         """
-        saved = self.logdir / "pretrain_config.json"
         current = to_dict(self.config)
         stages: list[dict[str, Any]] = []
-        if saved.exists():
-            previous = json.loads(saved.read_text())
+        previous = read_pretrain_settings(self.logdir)
+        if previous is not None:
             stages = previous.pop(LOSS_STAGES, [])
             keys = [k for k in current if k not in {"updates", "checkpoint_every"}]
             differ = [k for k in keys if _without_loss(previous.get(k), k) != _without_loss(current[k], k)]
@@ -167,23 +217,23 @@ class OfflinePretrainer:
                     " pass another --logdir or the same options"
                 )
             # Weights added since the run began read as their defaults (what the run trained with).
-            old_loss = to_dict(from_dict(LossConfig, previous["model"]["loss"]))
+            old_loss = to_dict(from_dict(LossConfig, previous.get("model", {}).get("loss", {})))
             new_loss = current["model"]["loss"]
             checkpoint = latest_checkpoint(self.logdir)
             if old_loss != new_loss and checkpoint is not None:
-                step = int(json.loads((checkpoint / "state.json").read_text())["step"])
+                step, _ = read_checkpoint_state(checkpoint)
                 changed = {k: [old_loss.get(k), v] for k, v in new_loss.items() if old_loss.get(k) != v}
                 stages.append({"from_update": step, "loss": changed})
                 log.warning("%s: loss weights change at update %d (old, new): %s", self.logdir, step, changed)
         current[LOSS_STAGES] = stages
         self.loss_stages = stages
-        saved.write_text(json.dumps(current, indent=2, sort_keys=True))
+        atomic_write_json(self.logdir / CONFIG_FILE, current)
 
     # ------------------------------------------------------------------ 1. collect
     def collect(self) -> dict[str, Any]:
         """Fill the dataset up to ``data_steps`` (an unfinished collection is redone from scratch)."""
         c = self.config
-        stats_file = self.logdir / "dataset.json"
+        stats_file = self.logdir / DATASET_FILE
         if stats_file.exists() and self.replay.total_steps >= c.data_steps:
             self.data_stats = json.loads(stats_file.read_text())
             return self.data_stats
@@ -208,7 +258,7 @@ class OfflinePretrainer:
             **return_summary(returns),
             "seconds": time.perf_counter() - start,
         }
-        stats_file.write_text(json.dumps(self.data_stats, indent=2))
+        atomic_write_json(stats_file, self.data_stats)
         log.info("dataset: %s", self.data_stats)
         return self.data_stats
 
@@ -223,8 +273,8 @@ class OfflinePretrainer:
             self.updates, state, extra = load_checkpoint(path, modules, optimizers)
             self.replay.load_state_dict(state["replay"])
             torch.set_rng_state(extra["torch_rng"].to(torch.uint8))
-            drop_metrics_after(self.logdir / "metrics.jsonl", "update", self.updates)
             log.info("resumed %s at update %d", self.logdir, self.updates)
+        rewind_logs(self.logdir, "update", self.updates)  # a killed run's rows past the checkpoint
         metrics: dict[str, float] = {}
         start = time.perf_counter()
         bar = tqdm(
@@ -254,7 +304,7 @@ class OfflinePretrainer:
                     },
                     refresh=False,
                 )
-                with open(self.logdir / "metrics.jsonl", "a") as handle:
+                with open(self.logdir / METRICS_FILE, "a") as handle:
                     handle.write(json.dumps({"update": self.updates, **metrics}) + "\n")
                 pending = []
             if self.updates % c.checkpoint_every == 0 or self.updates == c.updates:

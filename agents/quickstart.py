@@ -23,6 +23,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecMonitor
 
+from wmsim.config import check_at_least
 from wmsim.dream.sb3 import DreamSB3VecEnv
 from wmsim.registry import resolve_model
 
@@ -52,6 +53,10 @@ class QuickstartConfig:
     eval_seed: int = field(default=10_000, metadata={"help": "seed of the first real episode"})
     out: str = field(default="runs/quickstart", metadata={"help": "output folder"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or auto"})
+
+    def __post_init__(self) -> None:
+        for name, low in (("steps", 0), ("num_envs", 1), ("time_limit", 0), ("episodes", 1)):
+            check_at_least(name, getattr(self, name), low)
 
 
 #: PPO steps in the dream and PPO settings per real env, sized for a few minutes on a 2-core CPU. More is

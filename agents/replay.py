@@ -26,13 +26,14 @@ Memory
 Disk
     Every ``chunk_length`` steps the pending steps are written as one ``np.savez_compressed`` file
     ``{first:012d}-{n:06d}.npz`` (``first`` = global index of its first step, ``n`` = its steps);
-    :meth:`Replay.flush` writes a partial chunk at once (before a checkpoint). A chunk is written to
-    ``.tmp-<uuid>.npz`` in the same directory, fsynced and renamed with :func:`os.replace`, so a crash at
-    any moment (even SIGKILL) loses at most the steps not yet written and never leaves a partial chunk
-    under a chunk name. Chunk files whose every step is older than ``total_steps - capacity`` are deleted.
+    :meth:`Replay.flush` writes a partial chunk at once (before a checkpoint). A chunk is written to a
+    temporary file in the same directory, fsynced and renamed (:func:`wmsim.fileio.atomic_write`), so a
+    crash at any moment (even SIGKILL) loses at most the steps not yet written and never leaves a
+    partial chunk under a chunk name. Chunk files whose every step is older than
+    ``total_steps - capacity`` are deleted.
 
 Reload (the constructor)
-    * stale ``.tmp-*`` files of a crashed writer are deleted;
+    * stale temporary files of a crashed writer are deleted;
     * the chunks, sorted by first index, must form a contiguous stream. At a gap (a missing chunk) the
       older chunks cannot be joined to the stream: they are deleted with a warning and the contiguous
       tail after the last gap is kept. A chunk contained in another one (left by a :meth:`truncate`
@@ -56,7 +57,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import uuid
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -65,10 +65,11 @@ from typing import Any
 
 import numpy as np
 
+from wmsim.fileio import atomic_write, is_temporary
+
 log = logging.getLogger(__name__)
 
 CHUNK_PATTERN = re.compile(r"^(\d{12,})-(\d{6})\.npz$")
-TMP_PREFIX = ".tmp-"
 CORRUPT_SUFFIX = ".corrupt"
 MAX_CHUNK_LENGTH = 999_999  # six digits in the file name
 STATE_VERSION = 1
@@ -100,20 +101,6 @@ class _Chunk:
 def chunk_name(first: int, length: int) -> str:
     """The file name of the chunk holding steps ``[first, first + length)``."""
     return f"{first:012d}-{length:06d}.npz"
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class Replay:
@@ -379,20 +366,13 @@ class Replay:
         self._bounds = None
 
     def _atomic_save(self, name: str, arrays: Mapping[str, np.ndarray]) -> Path:
-        """Write ``arrays`` to ``directory/name`` via a fsynced temporary file and :func:`os.replace`."""
-        final = self.directory / name
-        tmp = self.directory / f"{TMP_PREFIX}{uuid.uuid4().hex}.npz"
-        try:
+        """Write ``arrays`` to ``directory/name`` atomically (:func:`wmsim.fileio.atomic_write`)."""
+
+        def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_directory(self.directory)
-        return final
+
+        return atomic_write(self.directory / name, write)
 
     def _write_chunk(self) -> None:
         start, stop = self._flushed, self._total
@@ -414,7 +394,7 @@ class Replay:
         """Chunk files of the directory (stale temp files deleted), sorted by first index, longest first."""
         chunks = []
         for path in self.directory.iterdir():
-            if path.name.startswith(TMP_PREFIX):
+            if is_temporary(path.name):
                 log.info("deleting stale temporary replay file %s", path)
                 path.unlink(missing_ok=True)
                 continue

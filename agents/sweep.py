@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from wmsim.fileio import atomic_write_text, ensure_directory
+
 Figures = dict[str, Any]
 
 
@@ -250,8 +252,7 @@ def run_sweep(name: str, seeds: list[int], workdir: str | os.PathLike, jobs: int
     if jobs < 1:
         raise ValueError(f"jobs={jobs} must be at least 1")
     recipe = RECIPES[name]
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = ensure_directory(workdir, "workdir")
     threads = max(1, (os.cpu_count() or 1) // jobs)
     if jobs == 1:
         rows = [_one_seed(name, seed, str(workdir), threads) for seed in seeds]
@@ -290,7 +291,5 @@ def format_sweep(result: dict[str, Any]) -> str:
 
 
 def write_sweep(result: dict[str, Any], path: str | os.PathLike) -> Path:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    return out
+    """Write the sweep's result as JSON at ``path`` (atomically; the folder is created if needed)."""
+    return atomic_write_text(path, json.dumps(result, indent=2))

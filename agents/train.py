@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -31,15 +32,25 @@ import torch
 from tqdm.auto import tqdm
 
 from wmsim.bundle import encode_start_states, save_bundle
+from wmsim.bundle_format import BundleError, read_bundle_config
 from wmsim.config import flat_items, from_dict, to_dict
 from wmsim.data import random_policy, rollout
 from wmsim.devices import resolve_device
 from wmsim.envs import EnvSpec, describe_spaces, make_env
 from wmsim.evaluate import REGIONS, OpenLoopResult, format_table, open_loop, write_open_loop_figure
+from wmsim.fileio import atomic_write_json, atomic_write_text, ensure_directory
 from wmsim.world_model import IOSpec, WorldModel, WorldModelTrainer, batch_to_torch
 
 from . import distributed
-from .checkpoint import drop_metrics_after, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    read_checkpoint_state,
+    remove_killed_writes,
+    rewind_logs,
+    save_checkpoint,
+)
 from .collect import EnvCollector, VectorEnvCollector, make_vector_env
 from .config import TrainConfig
 from .distributed import Dist, GradientSync
@@ -47,6 +58,9 @@ from .dreamerv2 import ActorCritic, RealEnvPolicy, play_episodes, policy_for_bun
 from .replay import Replay
 
 log = logging.getLogger(__name__)
+
+
+RUN_FILE = "run.json"
 
 
 class RunMismatchError(ValueError):
@@ -59,14 +73,15 @@ def env_spec_for(config: TrainConfig) -> EnvSpec:
 
 
 def check_run_dir(logdir: Path, config: TrainConfig) -> bool:
-    """Write ``run.json`` for a new run, or check that an existing one matches ``config``.
-    Returns True when the directory already held this run."""
-    run_file = logdir / "run.json"
+    """Write ``run.json`` for a new run, or check that an existing one matches ``config`` (and clean up
+    after writes a kill interrupted). Returns True when the directory already held this run."""
+    ensure_directory(logdir, "--logdir")
+    run_file = logdir / RUN_FILE
+    remove_killed_writes(logdir)
     if not run_file.exists():
         if (logdir / "checkpoints").exists() or (logdir / "replay").exists():
             raise RunMismatchError(f"{logdir} holds training files but no run.json: use a fresh --logdir")
-        logdir.mkdir(parents=True, exist_ok=True)
-        run_file.write_text(json.dumps(to_dict(config), indent=2, sort_keys=True))
+        atomic_write_json(run_file, to_dict(config))
         return False
     try:
         previous = from_dict(TrainConfig, json.loads(run_file.read_text()))
@@ -80,7 +95,7 @@ def check_run_dir(logdir: Path, config: TrainConfig) -> bool:
             f"{logdir} holds another run whose checkpoint is incompatible ({detail}). Resume it with its"
             " original options, or start this run in a new --logdir."
         )
-    run_file.write_text(json.dumps(to_dict(config), indent=2, sort_keys=True))
+    atomic_write_json(run_file, to_dict(config))
     return True
 
 
@@ -210,8 +225,9 @@ class Trainer:
         return modules, optimizers
 
     def _restore(self) -> int:
-        """Load the latest checkpoint, if any, with this rank's replay shard; returns the episode count."""
-        path = latest_checkpoint(self.logdir)
+        """Load the newest checkpoint this rank's replay shard still supports, if any; returns the episode
+        count. A run killed before its first checkpoint starts over (its replay and logs are dropped)."""
+        path = self._resumable_checkpoint()
         if path is None:
             if self.replay.total_steps:
                 log.warning(
@@ -220,6 +236,8 @@ class Trainer:
                     self.replay.total_steps,
                 )
                 self.replay.truncate(0)
+            if self.dist.is_main:
+                rewind_logs(self.logdir, "env_step", 0)
             return 0
         modules, optimizers = self._modules()
         step, state, extra = load_checkpoint(path, modules, optimizers)
@@ -234,7 +252,9 @@ class Trainer:
             self.start_obs.extend(extra["start_obs"].numpy())
         self.resumed_from = step
         if self.dist.is_main:
-            drop_metrics_after(self.logdir / "metrics.jsonl", "env_step", step)
+            rewind_logs(self.logdir, "env_step", step)
+            if _bundle_step(self.logdir / "bundle") != step:  # a kill came between checkpoint and bundle
+                self.write_bundle()
         log.info(
             "resumed %s from env step %d (%d updates, %d replay steps)",
             self.logdir,
@@ -243,6 +263,38 @@ class Trainer:
             len(self.replay),
         )
         return int(mine["episodes"])
+
+    def _resumable_checkpoint(self) -> Path | None:
+        """The newest checkpoint whose replay every rank still holds. A newer one whose replay steps were
+        lost (a corrupt newest chunk set aside by :class:`Replay`) cannot be resumed exactly: it is
+        deleted, with a warning, and the run goes on from the one before."""
+        found = list_checkpoints(self.logdir)
+        mine = []
+        for path in found:
+            _, state = read_checkpoint_state(path)
+            _check_world_size(path, state, self.dist)
+            if _replay_total(state, self.dist.rank) <= self.replay.total_steps:
+                mine.append(path.name)
+        everywhere = set.intersection(*(set(names) for names in self.dist.gather(mine)))
+        usable = [path for path in found if path.name in everywhere]
+        if found and not usable:
+            raise CheckpointError(
+                f"the replay in {self._replay_dir()} holds {self.replay.total_steps} steps, fewer than any"
+                f" checkpoint of {self.logdir} needs (chunk files were lost or set aside as corrupt): the run"
+                " cannot resume exactly; start it again in a new --logdir"
+            )
+        lost = found[: found.index(usable[0])] if usable else []
+        if lost and self.dist.is_main:
+            for path in lost:
+                log.warning(
+                    "checkpoint %s needs replay steps that are lost (see the replay warnings above):"
+                    " deleting it and resuming from %s",
+                    path,
+                    usable[0].name,
+                )
+                shutil.rmtree(path, ignore_errors=True)
+        self.dist.barrier()
+        return usable[0] if usable else None
 
     def checkpoint(self) -> None:
         """Flush the replay (each rank its shard), then rank 0 writes the training state of every rank
@@ -425,8 +477,16 @@ def _crossed(before: int, after: int, every: int) -> bool:
     return after // every > before // every
 
 
-def _rank_state(path: Path, state: dict[str, Any], extra: dict[str, Any], dist: Dist) -> dict[str, Any]:
-    """This rank's counters, replay state and RNG in a checkpoint (checking the number of ranks)."""
+def _bundle_step(path: Path) -> int | None:
+    """The env step a run's bundle was written at (None when it is missing or unreadable)."""
+    try:
+        return int(read_bundle_config(path)["info"]["env_steps"])
+    except (BundleError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _check_world_size(path: Path, state: dict[str, Any], dist: Dist) -> None:
+    """Refuse a checkpoint written by another number of ranks than this launch has."""
     world = int(state.get("world_size", 1))
     if world != dist.world_size:
         launch = "one process" if world == 1 else f"torchrun --nproc_per_node ... ({world} ranks in all)"
@@ -434,7 +494,19 @@ def _rank_state(path: Path, state: dict[str, Any], extra: dict[str, Any], dist: 
             f"checkpoint {path} was written by a run of {world} rank(s), this launch has"
             f" {dist.world_size}: resume it with {launch}, or start a new --logdir"
         )
-    if world == 1:
+
+
+def _replay_total(state: dict[str, Any], rank: int) -> int:
+    """The replay length of ``rank``'s shard at a checkpoint."""
+    if int(state.get("world_size", 1)) == 1:
+        return int(state["replay_total"])
+    return int(state["ranks"][rank]["replay_total"])
+
+
+def _rank_state(path: Path, state: dict[str, Any], extra: dict[str, Any], dist: Dist) -> dict[str, Any]:
+    """This rank's counters, replay state and RNG in a checkpoint (checking the number of ranks)."""
+    _check_world_size(path, state, dist)
+    if dist.world_size == 1:
         keys = ("episodes", "replay_total", "replay")
         return {**{k: state[k] for k in keys}, "torch_rng": extra["torch_rng"]}
     rng = extra[f"torch_rng_rank{dist.rank}" if dist.rank else "torch_rng"]
@@ -464,8 +536,9 @@ def evaluate_model(
     """Collect held-out episodes (seeds ``seed, seed+1, ...``) of a ``behaviour`` (``random``, or
     ``scripted`` / ``mixed`` where :mod:`agents.behaviours` has a player for the env, which scores
     points a random policy never does) and evaluate the model open loop on them."""
-    from .behaviours import behaviour_for
+    from .behaviours import behaviour_for, check_behaviour
 
+    check_behaviour(behaviour, spec.id)
     env = make_env(spec, seed=seed)
     io = IOSpec.from_spaces(env.observation_space, env.action_space)
     env.action_space.seed(seed)
@@ -509,7 +582,7 @@ def train(config: TrainConfig, *, progress: bool = True, evaluate: bool = True) 
         result.open_loop = evaluate_model(
             trainer.model, trainer.spec, figure=trainer.logdir / "openloop.png", episodes=5, horizon=50
         )
-        (trainer.logdir / "openloop.json").write_text(result.open_loop.to_json())
+        atomic_write_text(trainer.logdir / "openloop.json", result.open_loop.to_json())
         if progress:
             print(format_table(result.open_loop))
     return result

@@ -1,6 +1,6 @@
 """Dream on onnxruntime: export a bundle's world model to ONNX, then step it without torch.
 
-    python examples/onnx_dream.py runs/quickstart/bundle    # a trained bundle (exported if it has no graphs)
+    python examples/onnx_dream.py runs/cartpole/bundle      # a trained bundle (exported if it has no graphs)
     python examples/onnx_dream.py --smoke                   # a tiny random CartPole model, a few steps (CI)
 
 1. Export: `wmsim export-onnx BUNDLE` writes BUNDLE/onnx/*.onnx and records them in BUNDLE/config.json

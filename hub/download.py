@@ -126,10 +126,11 @@ def download_bundle(
         ) from exc
     except hf_errors.LocalEntryNotFoundError as exc:
         if offline:
+            pull = f"{repo_id}@{revision}" if revision else repo_id
             raise NotCachedError(
                 f"{where} is not in the Hub cache ({_cache(cache_dir)}) and the Hub is not asked"
                 f" ({'local_files_only' if local_files_only else 'HF_HUB_OFFLINE is set'}): unset"
-                f" HF_HUB_OFFLINE where there is network (`wmsim pull {repo_id}` caches it), or pass a local"
+                f" HF_HUB_OFFLINE where there is network (`wmsim pull {pull}` caches it), or pass a local"
                 " bundle directory"
             ) from exc
         raise HubError(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .bundle_format import (
+    CARD_FILE,
     CONFIG_FILE,
     FORMAT,
     FORMAT_VERSION,
@@ -37,10 +38,12 @@ from .bundle_format import (
     WEIGHTS_FILE,
     BundleError,
     file_sha256,
+    nonfinite_error,
     read_bundle_config,
 )
 from .config import WorldModelConfig, from_dict, to_dict
 from .envs import EnvSpec
+from .fileio import atomic_directory
 from .rssm import State
 from .sharing import BundleHubMixin
 from .world_model import IOSpec, WorldModel
@@ -126,8 +129,10 @@ def save_bundle(
     weights_dtype: str = "float32",
     card: bool = True,
 ) -> Path:
-    """Write a bundle into ``directory`` (created if needed). Each file is written to a temporary name
-    and renamed into place, so a crash never leaves a half-written file behind.
+    """Write a bundle into ``directory`` (created if needed). The new bundle is built in a temporary
+    folder beside it and swapped in whole (:func:`wmsim.fileio.atomic_directory`), so a crash at any
+    moment leaves the previous bundle complete and loadable, or the new one; other files in the folder
+    (``openloop.json``, ``transfer.json``, ``onnx/``, figures) are kept.
 
     Args:
         policy: optional ``(tensors, config)`` of an agent that plays the dream; the config (JSON)
@@ -139,8 +144,6 @@ def save_bundle(
     if weights_dtype not in STORAGE_DTYPES:
         raise ValueError(f"weights_dtype={weights_dtype!r}: choose one of {sorted(STORAGE_DTYPES)}")
     storage = STORAGE_DTYPES[weights_dtype]
-    path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -153,24 +156,40 @@ def save_bundle(
         "weights_dtype": weights_dtype,
         "info": info or {},
     }
+    weights = {name: _stored(t, storage) for name, t in model.state_dict().items()}
+    tensors = {WEIGHTS_FILE: weights, START_STATES_FILE: start_states.tensors()}
     if policy is not None:
         config["policy"] = policy[1]
-        policy_tensors = {k: v.detach().cpu().contiguous() for k, v in policy[0].items()}
-        _atomic(path / POLICY_FILE, lambda p: save_file(policy_tensors, str(p), metadata={"format": FORMAT}))
-    weights = {name: _stored(t, storage) for name, t in model.state_dict().items()}
-    _atomic(path / WEIGHTS_FILE, lambda p: save_file(weights, str(p), metadata={"format": FORMAT}))
-    _atomic(
-        path / START_STATES_FILE,
-        lambda p: save_file(start_states.tensors(), str(p), metadata={"format": FORMAT}),
-    )
-    stored = [WEIGHTS_FILE, START_STATES_FILE] + ([POLICY_FILE] if policy is not None else [])
-    config["checksums"] = {name: file_sha256(path / name) for name in stored}
-    _atomic(path / CONFIG_FILE, lambda p: p.write_text(json.dumps(config, indent=2, sort_keys=True)))
-    if card:
-        from .card import write_card
+        tensors[POLICY_FILE] = {k: v.detach().cpu().contiguous() for k, v in policy[0].items()}
+    written = {CONFIG_FILE, WEIGHTS_FILE, START_STATES_FILE, POLICY_FILE} | ({CARD_FILE} if card else set())
 
-        write_card(path)
-    return path
+    def write(folder: Path) -> None:
+        for name, values in tensors.items():
+            write_safetensors(values, folder / name, metadata={"format": FORMAT})
+        config["checksums"] = {name: file_sha256(folder / name) for name in tensors}
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+        if card:
+            from .card import write_card
+
+            write_card(folder, location=directory)
+
+    atomic_directory(directory, write, carry_over=lambda name: name not in written)
+    return Path(directory)
+
+
+def write_safetensors(
+    tensors: dict[str, torch.Tensor], file: Path, metadata: dict[str, str] | None = None
+) -> None:
+    """``safetensors.torch.save_file``, with its I/O failures (a full disk, a read-only folder) raised as
+    :class:`OSError`, so the writers above turn them into an error naming the path."""
+    try:
+        save_file(tensors, str(file), metadata=metadata)
+    except SafetensorError as exc:
+        match = re.search(r"os error (\d+)", str(exc))
+        if match is None:
+            raise
+        code = int(match.group(1))
+        raise OSError(code, os.strerror(code), str(file)) from exc
 
 
 def _stored(tensor: torch.Tensor, storage: torch.dtype) -> torch.Tensor:
@@ -178,20 +197,6 @@ def _stored(tensor: torch.Tensor, storage: torch.dtype) -> torch.Tensor:
     if tensor.is_floating_point():
         tensor = tensor.to(storage)
     return tensor.contiguous()
-
-
-def _atomic(target: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load_bundle(directory: str | os.PathLike, device: torch.device | str = "cpu") -> Bundle:
@@ -210,6 +215,7 @@ def load_bundle(directory: str | os.PathLike, device: torch.device | str = "cpu"
     expected = {name: _stored(t, storage) for name, t in model.state_dict().items()}
     _check_tensors(path / WEIGHTS_FILE, weights, expected)
     _verify_checksum(path / WEIGHTS_FILE, config)
+    _check_finite(path / WEIGHTS_FILE, weights)
     model.load_state_dict(weights, strict=True)
     starts = _load_safetensors(path / START_STATES_FILE)
     n = int(config.get("num_start_states", starts.get("deter", torch.empty(0)).shape[0]))
@@ -220,12 +226,14 @@ def load_bundle(directory: str | os.PathLike, device: torch.device | str = "cpu"
     }
     _check_tensors(path / START_STATES_FILE, starts, expected)
     _verify_checksum(path / START_STATES_FILE, config)
+    _check_finite(path / START_STATES_FILE, starts)
     if n and (starts["stoch"].min() < 0 or starts["stoch"].max() >= model_config.rssm.classes):
         raise BundleError(f"{path / START_STATES_FILE}: stoch class indices outside [0, classes)")
     policy_tensors, policy_config = None, None
     if "policy" in config:
         policy_tensors = _load_safetensors(path / POLICY_FILE)
         _verify_checksum(path / POLICY_FILE, config)
+        _check_finite(path / POLICY_FILE, policy_tensors)
         policy_config = config["policy"]
     model.to(device).eval()
     return Bundle(
@@ -245,8 +253,16 @@ def _verify_checksum(file: Path, config: dict[str, Any]) -> None:
     if expected is not None and file_sha256(file) != expected:
         raise BundleError(
             f"{file} does not match the SHA-256 recorded in config.json: the file is corrupt or was"
-            " changed after saving; download or export the bundle again"
+            " changed after saving; download or export the bundle again (or rerun the command that wrote"
+            " it, if it was interrupted)"
         )
+
+
+def _check_finite(file: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse floating-point tensors holding NaN or infinity (a diverged or tampered model)."""
+    bad = [n for n, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise nonfinite_error(file, bad)
 
 
 def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:

@@ -7,10 +7,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from . import __version__
+from .fileio import interrupted_swap
 
 FORMAT = "wmsim-bundle"
 FORMAT_VERSION = 1
@@ -34,6 +35,12 @@ def read_bundle_config(directory: str | os.PathLike) -> dict[str, Any]:
     """The validated ``config.json`` of a bundle directory."""
     path = Path(directory)
     if not path.is_dir():
+        staged = interrupted_swap(path)
+        if staged is not None:
+            raise BundleError(
+                f"no bundle directory at {path}: a command writing it was interrupted and left the new"
+                f" bundle in {staged}: rerun that command (or rename {staged.name} to {path.name})"
+            )
         raise BundleError(f"no bundle directory at {path}: pass the folder that holds {CONFIG_FILE}")
     config_path = path / CONFIG_FILE
     if not config_path.is_file():
@@ -60,6 +67,17 @@ def read_bundle_config(directory: str | os.PathLike) -> dict[str, Any]:
             f" {config.get('wmsim_version')!r}; this is {__version__}): upgrade wmsim, or remove them"
             " if the file was edited by hand"
         )
+    starts = config.get("num_start_states", 0)
+    if not isinstance(starts, int) or isinstance(starts, bool) or starts < 0:
+        raise BundleError(
+            f"{config_path}: num_start_states={starts!r} must be an integer >= 0: the bundle is corrupt or"
+            " was edited by hand"
+        )
+    onnx = config.get("onnx")
+    graphs = onnx.get("graphs") if isinstance(onnx, dict) else None
+    for graph in (graphs or {}).values():
+        if isinstance(graph, dict) and "file" in graph:
+            bundle_file(path, graph["file"], config_path)
     storage = config.get("weights_dtype", "float32")
     if storage not in STORAGE_DTYPE_NAMES:
         raise BundleError(
@@ -67,6 +85,39 @@ def read_bundle_config(directory: str | os.PathLike) -> dict[str, Any]:
             " corrupt or from a newer wmsim"
         )
     return config
+
+
+def bundle_file(root: Path, name: Any, source: Path | str) -> Path:
+    """``root / name`` for a file name read from ``source`` (a bundle's ``config.json`` or an ONNX
+    record), refused with a :class:`BundleError` unless it is a relative path that stays inside
+    ``root``: no absolute path, drive or ``..`` part (``\\`` counts as a separator). Nothing is opened
+    to decide, so a hostile bundle cannot probe which files exist outside it. (Symbolic links inside the
+    folder are followed: the Hub cache is made of them.)"""
+    text = name.replace("\\", "/") if isinstance(name, str) else None
+    parts = PurePosixPath(text).parts if text else ()
+    if (
+        not text
+        or "\x00" in text
+        or PurePosixPath(text).is_absolute()
+        or PureWindowsPath(text).drive
+        or any(part == ".." for part in parts)
+        or not parts
+    ):
+        raise BundleError(
+            f"{source} names the file {name!r}, which is not a path inside the bundle folder {root}: the"
+            " bundle was tampered with; refusing to open it (get the bundle again from its author)"
+        )
+    return root.joinpath(*parts)
+
+
+def nonfinite_error(file: Path, names: list[str]) -> BundleError:
+    """The error for tensors of ``file`` that hold NaN or infinity."""
+    shown = sorted(names)
+    return BundleError(
+        f"{file}: tensor(s) {shown[:5]}{' ...' if len(shown) > 5 else ''} hold NaN or infinite values: the"
+        " model is unusable (its training diverged, or the file was tampered with); retrain it or get the"
+        " bundle again"
+    )
 
 
 def file_sha256(file: Path) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .bundle_format import CARD_FILE, read_bundle_config
+from .fileio import atomic_write_json, atomic_write_text
 
 OPENLOOP_FILE = "openloop.json"
 TRANSFER_FILE = "transfer.json"
@@ -58,9 +59,7 @@ def record_transfer(
         "seed": seed,
         "command": command,
     }
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2))
     return path
 
 
@@ -69,9 +68,7 @@ def store_commands(directory: str | os.PathLike, commands: list[str]) -> None:
     path = Path(directory) / "config.json"
     config = read_bundle_config(directory)
     config.setdefault("info", {})["commands"] = list(commands)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write_json(path, config)
 
 
 def usage_snippet(name: str | None, repo_id: str | None, env_id: str, local: str | None = None) -> str:
@@ -96,11 +93,19 @@ def usage_snippet(name: str | None, repo_id: str | None, env_id: str, local: str
     )
 
 
-def build_card(directory: str | os.PathLike, name: str | None = None, repo_id: str | None = None) -> Any:
-    """The :class:`huggingface_hub.ModelCard` of a bundle directory."""
+def build_card(
+    directory: str | os.PathLike,
+    name: str | None = None,
+    repo_id: str | None = None,
+    *,
+    location: str | os.PathLike | None = None,
+) -> Any:
+    """The :class:`huggingface_hub.ModelCard` of a bundle directory. ``location``: where the bundle will
+    live when ``directory`` is a temporary folder it is being written in (the card names it)."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     path = Path(directory)
+    shown = Path(location) if location is not None else path
     config = read_bundle_config(path)
     env_id = env_id_of(config)
     name = name or config.get("info", {}).get("name")
@@ -130,16 +135,16 @@ def build_card(directory: str | os.PathLike, name: str | None = None, repo_id: s
             "gymnasium",
             env_id.replace("/", "-"),
         ],
-        model_name=name or repo_id or path.name,
+        model_name=name or repo_id or shown.name,
         eval_results=eval_results or None,
     )
     sections = [
-        f"# {name or repo_id or path.name}: a DreamerV2 world model of {env_id}",
+        f"# {name or repo_id or shown.name}: a DreamerV2 world model of {env_id}",
         "A discrete world model (RSSM with"
         f" {config['model']['rssm']['stoch']}x{config['model']['rssm']['classes']} categorical latents)"
         f" of `{env_id}`, packaged as a wmsim bundle: a Gymnasium environment that steps in latent space,"
         " batched on a GPU or CPU.",
-        "## Usage\n\n```python\n" + usage_snippet(name, repo_id, env_id, str(path)) + "\n```",
+        "## Usage\n\n```python\n" + usage_snippet(name, repo_id, env_id, str(shown)) + "\n```",
         _model_section(config),
         _training_section(config),
         _fidelity_section(openloop),
@@ -154,13 +159,18 @@ def build_card(directory: str | os.PathLike, name: str | None = None, repo_id: s
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + body + "\n")
 
 
-def write_card(directory: str | os.PathLike, name: str | None = None, repo_id: str | None = None) -> Path:
-    """Write (or refresh) the bundle's ``README.md`` card; returns its path."""
+def write_card(
+    directory: str | os.PathLike,
+    name: str | None = None,
+    repo_id: str | None = None,
+    *,
+    location: str | os.PathLike | None = None,
+) -> Path:
+    """Write (or refresh) the bundle's ``README.md`` card; returns its path (``location``: see
+    :func:`build_card`)."""
     path = Path(directory) / CARD_FILE
-    card = build_card(directory, name=name, repo_id=repo_id)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(str(card))
-    os.replace(tmp, path)
+    card = build_card(directory, name=name, repo_id=repo_id, location=location)
+    atomic_write_text(path, str(card))
     return path
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import numbers
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -32,6 +34,10 @@ class RSSMConfig:
     stoch: int = 32
     classes: int = 32
     norm_gru: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("deter", "hidden", "stoch", "classes"):
+            check_at_least(name, getattr(self, name), 1)
 
     @property
     def stoch_size(self) -> int:
@@ -58,6 +64,9 @@ class EncoderConfig:
     mlp_layers: int = 4
     mlp_units: int = 400
 
+    def __post_init__(self) -> None:
+        _check_network(self, min_layers=1)
+
 
 @dataclass(frozen=True)
 class DecoderConfig:
@@ -68,6 +77,9 @@ class DecoderConfig:
     mlp_layers: int = 4
     mlp_units: int = 400
 
+    def __post_init__(self) -> None:
+        _check_network(self, min_layers=0)
+
 
 @dataclass(frozen=True)
 class HeadConfig:
@@ -75,6 +87,18 @@ class HeadConfig:
 
     layers: int = 4
     units: int = 400
+
+    def __post_init__(self) -> None:
+        check_at_least("layers", self.layers, 0)
+        check_at_least("units", self.units, 1)
+
+
+def _check_network(config: EncoderConfig | DecoderConfig, min_layers: int) -> None:
+    check_at_least("cnn_depth", config.cnn_depth, 1)
+    check_at_least("mlp_layers", config.mlp_layers, min_layers)
+    check_at_least("mlp_units", config.mlp_units, 1)
+    if not config.cnn_kernels or not all(isinstance(k, int) and k >= 1 for k in config.cnn_kernels):
+        raise ValueError(f"cnn_kernels={config.cnn_kernels!r} must be one or more integers >= 1")
 
 
 @dataclass(frozen=True)
@@ -240,6 +264,14 @@ def model_preset(name: str) -> WorldModelConfig:
     return MODEL_PRESETS[check_choice("preset", name, MODEL_PRESETS)]()
 
 
+def check_at_least(name: str, value: Any, low: int, bound: str | None = None) -> None:
+    """Raise a ValueError naming ``name`` and the allowed range unless ``value`` is an integer ``>= low``
+    (``bound``: the name of the setting ``low`` comes from, if any)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        limit = f"{bound} ({low})" if bound else str(low)
+        raise ValueError(f"{name}={value!r} must be an integer >= {limit}")
+
+
 def check_choice(what: str, value: str, choices: typing.Iterable[str]) -> str:
     """Return ``value`` if it is one of ``choices``; otherwise raise a ValueError that suggests the
     closest valid name."""
@@ -369,6 +401,24 @@ def add_config_arguments(parser: Any, cls: type, prefix: str = "") -> None:
         )
 
 
+def int_at_least(low: int) -> typing.Callable[[str], int]:
+    """An argparse ``type`` for integer options of at least ``low``: a smaller value is refused while
+    the command line is parsed, before any work, with the option's name and the allowed range."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
 def _leaf_type(hint: Any) -> tuple[Any, str | None]:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
@@ -401,23 +451,52 @@ def _field_help(cls: type, f: dataclasses.Field) -> str:
 
 
 def apply_overrides(config: T, overrides: typing.Mapping[str, Any]) -> T:
-    """Replace fields by dotted name (``{"model.rssm.deter": 200}``); None values are skipped."""
+    """Replace fields by dotted name (``{"model.rssm.deter": 200}``); None values are skipped.
+
+    All overrides are applied together, so the configs' checks see the final values (``data_steps``
+    and ``seq_len`` may change together), and a refused value is named by its dotted path."""
+    tree: dict[str, Any] = {}
     for dotted, value in overrides.items():
         if value is None:
             continue
-        config = _replace_path(config, dotted.split("."), value, dotted)
-    return config
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for name in parents:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"option {dotted!r}: {name!r} is a value, not a group of options")
+        node[leaf] = _Leaf(tuple(value) if isinstance(value, list) else value)
+    return _apply_tree(config, tree, "")
 
 
-def _replace_path(config: Any, path: list[str], value: Any, dotted: str) -> Any:
-    names = {f.name for f in dataclasses.fields(config)}
-    check_choice(f"option {dotted!r}: field", path[0], sorted(names))
-    if len(path) == 1:
-        if isinstance(value, list):
-            value = tuple(value)
-        return dataclasses.replace(config, **{path[0]: value})
-    inner = _replace_path(getattr(config, path[0]), path[1:], value, dotted)
-    return dataclasses.replace(config, **{path[0]: inner})
+@dataclass(frozen=True)
+class _Leaf:
+    value: Any
+
+
+def _apply_tree(config: T, tree: dict[str, Any], prefix: str) -> T:
+    names = {f.name for f in dataclasses.fields(config)}  # type: ignore[arg-type]
+    changes: dict[str, Any] = {}
+    for name, node in tree.items():
+        check_choice(f"option {prefix + name!r}: field", name, sorted(names))
+        if isinstance(node, _Leaf):
+            changes[name] = node.value
+        else:
+            inner = getattr(config, name)
+            if not dataclasses.is_dataclass(inner):
+                raise ValueError(f"option {prefix + name!r} is a value, not a group of options")
+            changes[name] = _apply_tree(inner, node, f"{prefix}{name}.")
+    try:
+        return dataclasses.replace(config, **changes)  # type: ignore[type-var]
+    except ValueError as exc:
+        message = str(exc)
+        if prefix and _NAMED.match(message):
+            raise ValueError(prefix + message) from exc
+        raise
+
+
+#: A check's message that begins with the setting it refuses (``deter=0 must be ...``).
+_NAMED = re.compile(r"^[A-Za-z_][\w.]*=")
 
 
 def flat_items(config: Any, prefix: str = "") -> dict[str, Any]:

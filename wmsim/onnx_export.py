@@ -32,6 +32,7 @@ from .bundle_format import (
     file_sha256,
     read_bundle_config,
 )
+from .fileio import atomic_write, atomic_write_json
 from .onnx_format import (
     BATCH,
     DEFAULT_OPSET,
@@ -41,9 +42,7 @@ from .onnx_format import (
     RECORD_VERSION,
     GraphSpec,
     ModelDims,
-    atomic_write,
     graph_specs,
-    write_json_atomic,
 )
 from .world_model import WorldModel
 
@@ -332,7 +331,8 @@ def export_onnx(
     for name, module in modules.items():
         spec = specs[name]
         entry = export_graph(module, spec, bundle, target / spec.file_name, opset, verify)
-        entry["file"] = os.path.relpath(target / spec.file_name, path if in_bundle else target)
+        relative = os.path.relpath(target / spec.file_name, path if in_bundle else target)
+        entry["file"] = Path(relative).as_posix()
         graphs[name] = entry
     source = {WEIGHTS_FILE: file_sha256(path / WEIGHTS_FILE)}
     if "policy" in graphs:
@@ -349,9 +349,9 @@ def export_onnx(
     if in_bundle:
         config = json.loads((path / CONFIG_FILE).read_text())  # re-read: write back only the new key
         config[RECORD_KEY] = record
-        write_json_atomic(path / CONFIG_FILE, config)
+        atomic_write_json(path / CONFIG_FILE, config)
     else:
-        write_json_atomic(target / RECORD_FILE, {**record, "bundle": str(path.resolve())})
+        atomic_write_json(target / RECORD_FILE, {**record, "bundle": str(path.resolve())})
     return record
 
 

@@ -30,13 +30,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .bundle_format import CONFIG_FILE, BundleError
+from .bundle_format import CONFIG_FILE, BundleError, bundle_file
 
 RECORD_KEY = "onnx"
 RECORD_FILE = "onnx.json"
@@ -157,28 +155,6 @@ def graph_specs(dims: ModelDims) -> dict[str, GraphSpec]:
     return {spec.name: spec for spec in specs}
 
 
-# ---------------------------------------------------------------------------------------------- files
-def atomic_write(target: Path, write: Callable[[Path], Any]) -> None:
-    """Write ``target`` through a temporary file in the same folder, fsync it and rename it into place
-    (a crash never leaves a half-written file)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; bundles are shared files
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_json_atomic(target: Path, data: dict[str, Any]) -> None:
-    atomic_write(target, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True)))
-
-
 # ---------------------------------------------------------------------------------------------- records
 @dataclass(frozen=True)
 class OnnxRecord:
@@ -197,7 +173,8 @@ class OnnxRecord:
         return name in self.graphs
 
     def path(self, name: str) -> Path:
-        return self.root / str(self.graphs[name]["file"])
+        """Where graph ``name`` is: its recorded file, which must lie inside :attr:`root`."""
+        return bundle_file(self.root, self.graphs[name].get("file"), self.source)
 
 
 def find_record(bundle_dir: Path, config: dict[str, Any], onnx_dir: str | os.PathLike | None) -> OnnxRecord:
@@ -235,6 +212,10 @@ def _checked(record: OnnxRecord, fix: str) -> OnnxRecord:
             f"{record.source}: ONNX record version {data.get('format_version')!r}; this wmsim reads"
             f" version {RECORD_VERSION}: {fix}"
         )
+    for name, graph in record.graphs.items():
+        if not isinstance(graph, dict):
+            raise OnnxGraphError(f"{record.source}: the ONNX record of graph {name!r} is malformed: {fix}")
+        record.path(name)  # refuses a file outside the folder before anything opens it
     return record
 
 

@@ -226,9 +226,19 @@ def _from_hub(
     why = "local_files_only is set" if local_files_only and not hub.is_offline() else "HF_HUB_OFFLINE is set"
     raise hub.NotCachedError(
         f"model {key!r} ({repo_id}@{revision or 'main'}) is not in the Hub cache and the Hub is not asked"
-        f" ({why}): run `wmsim pull {key}` where there is network, or unset HF_HUB_OFFLINE,"
+        f" ({why}): run `wmsim pull {_pull_argument(key, revision, entry)}` where there is network, or unset"
+        " HF_HUB_OFFLINE,"
         " or pass a local bundle directory"
     )
+
+
+def _pull_argument(key: str, revision: str | None, entry: PretrainedModel | None) -> str:
+    """What to pass to ``wmsim pull`` for ``key`` at ``revision``: the revision is kept unless it is the
+    one ``wmsim pull`` picks anyway (a pretrained name's pinned revision)."""
+    name, given = split_revision(key)
+    if revision is None or given == revision or (entry is not None and revision == entry.revision):
+        return key
+    return f"{name}@{revision}"
 
 
 def _unknown_message(key: str) -> str:

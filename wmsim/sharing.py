@@ -12,6 +12,7 @@ same checks as ``wmsim push`` (:func:`hub.upload_bundle`).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -81,6 +82,7 @@ class BundleHubMixin:
         Returns the folder."""
         from .bundle import save_bundle
         from .card import MEDIA_FILES, OPENLOOP_FILE, TRANSFER_FILE, write_card
+        from .fileio import atomic_write
 
         bundle = cast("Bundle", self)
         target = Path(save_directory)
@@ -104,7 +106,7 @@ class BundleHubMixin:
         if source is not None and source.resolve() != target.resolve():
             for name in (OPENLOOP_FILE, TRANSFER_FILE, *MEDIA_FILES):
                 if (source / name).is_file():
-                    shutil.copy2(source / name, target / name)
+                    atomic_write(target / name, functools.partial(shutil.copy2, source / name))
         if card:
             write_card(target, repo_id=repo_id)
         if push_to_hub:

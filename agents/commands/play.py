@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from wmsim.config import int_at_least
+
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -26,7 +28,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     p.add_argument("model", help="a bundle directory or a known model name")
     p.add_argument("--side-by-side", action="store_true", help="run the real env beside the dream")
     p.add_argument("--from-real", action="store_true", help="start dreams from the real env's frame")
-    p.add_argument("--num-envs", type=int, default=1, help="dreams shown together (default 1)")
+    p.add_argument("--num-envs", type=int_at_least(1), default=1, help="dreams shown together (default 1)")
     p.add_argument("--fps", type=float, default=None, help="frame-rate cap (default: the real game's)")
     p.add_argument("--scale", type=int, default=None, help="pixel upscaling of image observations")
     p.add_argument("--seed", type=int, default=0)
@@ -46,7 +48,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     w.add_argument(
         "--policy",
         default="bundle",
-        help="'bundle' (the bundle's DreamerV2 actor, default), 'random', or an SB3 model .zip",
+        help="'bundle' (the bundle's DreamerV2 actor, default), 'random', or an SB3 model .zip (SB3"
+        " unpickles it, so a crafted zip runs code: load only zips you trust)",
     )
     w.add_argument("--algo", default="PPO", help="the SB3 algorithm of a --policy zip (SAC is detected)")
     w.add_argument(
@@ -62,12 +65,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         help="own: the policy acts on the real observations too; same: the real env replays the dream's"
         " actions (random play always does)",
     )
-    w.add_argument("--steps", type=int, default=500, help="steps to play (the video has steps + 1 frames)")
+    w.add_argument(
+        "--steps", type=int_at_least(1), default=500, help="steps to play (the video has steps + 1 frames)"
+    )
     w.add_argument("--out", default="watch.mp4", help="the video (.mp4 or .gif)")
     w.add_argument("--fps", type=float, default=None, help="video frame rate (default: the real game's)")
     w.add_argument("--dream-only", action="store_true", help="no real env beside the dream")
     w.add_argument("--from-real", action="store_true", help="start dreams from the real env's frame")
-    w.add_argument("--num-envs", type=int, default=1, help="dreams shown together (default 1)")
+    w.add_argument("--num-envs", type=int_at_least(1), default=1, help="dreams shown together (default 1)")
     w.add_argument("--scale", type=int, default=None, help="pixel upscaling of image observations")
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--sample", action="store_true", help="sample actions instead of the policy's mode")

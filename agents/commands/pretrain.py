@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from wmsim.config import add_config_arguments, apply_overrides, flat_items
+from wmsim.config import add_config_arguments, apply_overrides, flat_items, int_at_least
+
+if TYPE_CHECKING:
+    from ..offline import PretrainConfig
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
@@ -14,7 +18,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse
     p = sub.add_parser(
         "pretrain",
         help="pretrain a world model on offline data (random, scripted or mixed behaviour)",
-        description="Collect --data-steps real steps with a behaviour policy, fit the world model for"
+        description="Collect --data_steps real steps with a behaviour policy, fit the world model for"
         " --updates steps and write LOGDIR/bundle. Run the same command again to resume.",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -30,7 +34,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse
     )
     a.add_argument("logdir", help="the --logdir of a `wmsim pretrain` run")
     a.add_argument("--policy", required=True, metavar="BUNDLE", help="a bundle with a DreamerV2 policy")
-    a.add_argument("--steps", type=int, required=True, help="real agent steps to add")
+    a.add_argument("--steps", type=int_at_least(1), required=True, help="real agent steps to add")
     a.add_argument("--epsilon", type=float, default=0.1, help="probability of a random action per step")
     a.add_argument("--seed", type=int, default=1, help="seed of the first episode and of the exploration")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -51,16 +55,23 @@ def run_add_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
+def config_from_args(args: argparse.Namespace) -> PretrainConfig:
+    """The ``--preset`` model with every option the user typed applied on top."""
     import dataclasses
 
     from wmsim.config import model_preset
 
-    from ..offline import OfflinePretrainer, PretrainConfig
+    from ..offline import PretrainConfig
 
     config = dataclasses.replace(PretrainConfig(), model=model_preset(args.preset))
     overrides = {k: getattr(args, k) for k in flat_items(config) if getattr(args, k, None) is not None}
-    config = apply_overrides(config, overrides)
+    return apply_overrides(config, overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..offline import OfflinePretrainer
+
+    config = config_from_args(args)
     trainer = OfflinePretrainer(config, progress=not args.quiet)
     stats = trainer.collect()
     print(

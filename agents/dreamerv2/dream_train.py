@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from wmsim.bundle import Bundle, save_bundle
-from wmsim.config import to_dict
+from wmsim.config import check_at_least, to_dict
 from wmsim.dream import DreamSimulator
 from wmsim.rssm import State
 from wmsim.world_model import WorldModel, batch_to_torch
@@ -118,8 +118,10 @@ def train_in_world_model(
     the end) the policy plays ``eval_episodes`` real episodes and the critic is compared with the
     discounted returns that followed (:func:`critic_calibration`): the result's ``curve``.
     """
-    if updates < 0 or eval_every < 0:
-        raise ValueError(f"updates={updates} and eval_every={eval_every} must not be negative")
+    check_at_least("updates", updates, 1)
+    check_at_least("pool", pool, 1)
+    check_at_least("eval_every", eval_every, 0)
+    check_at_least("eval_episodes", eval_episodes, 1)
     if bundle.path is None and out is None:
         raise ValueError("the bundle was not loaded from a directory: pass out=<directory>")
     torch.manual_seed(seed)

@@ -245,12 +245,14 @@ def test_crash_without_flush_loses_only_pending_steps_and_continues_without_coll
 def test_stale_temp_file_is_ignored_and_deleted(tmp_path: Path) -> None:
     replay = Replay(tmp_path, capacity=100, chunk_length=10)
     _fill(replay, 0, 10)
-    stale = tmp_path / ".tmp-deadbeef.npz"
+    stale = tmp_path / ".tmp-deadbeef.npz"  # an older wmsim's temporary name
     stale.write_bytes(b"PK\x03\x04 half a zip")
+    killed = tmp_path / ".000000000010-000010.npz.0123456789ab.tmp"  # a killed atomic write's
+    killed.write_bytes(b"PK\x03\x04 half a zip")
     reloaded = Replay(tmp_path, capacity=100, chunk_length=10)
-    assert not stale.exists()
+    assert not stale.exists() and not killed.exists()
     assert reloaded.total_steps == 10
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    assert [p.name for p in tmp_path.iterdir()] == ["000000000000-000010.npz"]
 
 
 def _truncate_file(path: Path) -> None:

@@ -106,6 +106,12 @@ def test_offline_and_not_cached_says_what_to_do(cache: Path) -> None:
         hub.NotCachedError, match=r"owner/absent@main\) is not in the Hub cache .*unset HF_HUB_OFFLINE"
     ):
         registry.resolve_model_dir("owner/absent")
+    # the hint to pull keeps the revision asked for
+    for model, revision in (("owner/absent@v2", None), ("owner/absent", "v2")):
+        with pytest.raises(hub.NotCachedError, match=r"run `wmsim pull owner/absent@v2`"):
+            registry.resolve_model_dir(model, revision=revision)
+    with pytest.raises(hub.NotCachedError, match=r"`wmsim pull owner/absent@v2` caches it"):
+        hub.download_bundle("owner/absent", "v2", local_files_only=True)
     with pytest.raises(registry.UnknownModelError, match=r"unknown model .NoSuchName.*wmsim models"):
         registry.resolve_model_dir("NoSuchName")
 

@@ -3,8 +3,12 @@ with a message naming the file and the fix."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -140,6 +144,49 @@ HOSTILE = {
 }
 
 
+def _nan_weights_with_a_valid_checksum(path: Path) -> None:
+    _rewrite_weights(path, lambda t: t[GRU].fill_(float("nan")))
+    digest = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
+    _edit_config(path, lambda c: c["checksums"].update({"model.safetensors": digest}))
+
+
+def _onnx_record(file: str) -> dict:
+    graph = {"file": file, "sha256": "0" * 64, "inputs": [], "outputs": []}
+    return {"format_version": 1, "opset": 17, "graphs": {"transition": graph}}
+
+
+HOSTILE.update(
+    {
+        "non-finite weights with a valid checksum": (
+            _nan_weights_with_a_valid_checksum,
+            r"model\.safetensors: tensor\(s\) \['rssm\.gru\.linear\.weight'\] hold NaN or infinite values",
+        ),
+        "negative number of start states": (
+            lambda p: _edit_config(p, lambda c: c.update({"num_start_states": -3})),
+            r"num_start_states=-3 must be an integer >= 0",
+        ),
+        "onnx graph above the bundle": (
+            lambda p: _edit_config(p, lambda c: c.update({"onnx": _onnx_record("../../x.onnx")})),
+            r"names the file '\.\./\.\./x\.onnx', which is not a path inside the bundle folder",
+        ),
+        "onnx graph at an absolute path": (
+            lambda p: _edit_config(p, lambda c: c.update({"onnx": _onnx_record("/etc/shadow")})),
+            r"names the file '/etc/shadow', which is not a path inside the bundle folder",
+        ),
+        "onnx graph escaping through a subfolder": (
+            lambda p: _edit_config(
+                p, lambda c: c.update({"onnx": _onnx_record("onnx/../../../proc/self/environ")})
+            ),
+            r"'onnx/\.\./\.\./\.\./proc/self/environ', which is not a path inside the bundle folder",
+        ),
+        "onnx graph with a backslash escape": (
+            lambda p: _edit_config(p, lambda c: c.update({"onnx": _onnx_record("..\\..\\x.onnx")})),
+            r"which is not a path inside the bundle folder",
+        ),
+    }
+)
+
+
 def _flip(data: bytes) -> bytes:
     position = len(data) - 100  # inside the tensor data, past the JSON header
     return data[:position] + bytes([data[position] ^ 0xFF]) + data[position + 1 :]
@@ -157,3 +204,47 @@ def test_hostile_bundles_are_refused_with_the_file_and_the_fix(tmp_path: Path, c
 def test_save_refuses_an_unknown_storage_dtype(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="weights_dtype='int8': choose one of"):
         _save(tmp_path / "b", weights_dtype="int8")
+
+
+def test_a_bundle_write_killed_midway_leaves_the_previous_bundle_loadable(tmp_path: Path) -> None:
+    model, path = _save(tmp_path / "b")
+    (path / "transfer.json").write_text("{}")  # written by other commands: kept across saves
+    code = (
+        "import os, torch\n"
+        "import wmsim.bundle as b\n"
+        "real = b.save_file\n"
+        "def save_file(tensors, file, **kw):\n"
+        "    real(tensors, file, **kw)\n"
+        "    if file.endswith('model.safetensors'):\n"
+        "        os._exit(9)\n"
+        "b.save_file = save_file\n"
+        "from wmsim.config import model_preset\n"
+        "from wmsim.envs import EnvSpec\n"
+        "loaded = b.load_bundle(" + repr(str(path)) + ")\n"
+        "with torch.no_grad():\n"
+        "    loaded.model.rssm.gru.linear.weight.add_(1.0)\n"
+        "b.save_bundle(" + repr(str(path)) + ", loaded.model, loaded.env_spec, loaded.spaces,"
+        " loaded.start_states)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 9, done.stderr[-3000:]
+    loaded = load_bundle(path)  # the previous bundle, whole
+    assert torch.equal(loaded.model.state_dict()[GRU], model.state_dict()[GRU])
+    assert (path / "transfer.json").read_text() == "{}"
+    leftovers = sorted(p.name for p in path.parent.iterdir() if p != path)
+    assert leftovers and all(name.startswith(".b.") for name in leftovers), leftovers
+    save_bundle(path, loaded.model, loaded.env_spec, loaded.spaces, loaded.start_states)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["b"], "the next write cleans the killed one's"
+    assert (path / "transfer.json").read_text() == "{}"
+
+
+def test_the_card_names_the_bundle_folder_not_the_temporary_one(tmp_path: Path) -> None:
+    _, path = _save(tmp_path / "my-model")
+    card = (path / "README.md").read_text()
+    assert "my-model" in card and ".tmp" not in card

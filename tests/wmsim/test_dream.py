@@ -120,3 +120,21 @@ def test_bundle_whose_spaces_do_not_match_its_model_is_refused(cartpole_bundle: 
     for mode in ("latent", "pixels", "dict"):
         with pytest.raises(ValueError, match=r"does not match its model's observation shape \(4,\)"):
             DreamVectorEnv(broken, obs_mode=mode)
+
+
+@pytest.mark.parametrize("time_limit", [-1, 0, 2.5, True])
+def test_a_time_limit_that_is_not_a_positive_step_count_is_refused(
+    cartpole_bundle: Bundle, time_limit: object
+) -> None:
+    with pytest.raises(ValueError, match=r"time_limit=.* must be an integer >= 1 .*or None"):
+        DreamVectorEnv(cartpole_bundle, 2, time_limit=time_limit)  # type: ignore[arg-type]
+    assert DreamVectorEnv(cartpole_bundle, 2, time_limit=3).time_limit == 3
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_observation_to_dream_from_is_refused(cartpole_bundle: Bundle, bad: float) -> None:
+    vec = DreamVectorEnv(cartpole_bundle, 2, seed=0)
+    real = np.zeros((2, 4), np.float32)
+    real[1, 2] = bad
+    with pytest.raises(ValueError, match=r"options\['observation'\] contains NaN or inf"):
+        vec.reset(options={"observation": real})

@@ -300,7 +300,7 @@ def test_bad_construction_gets_clear_errors(backend: str, exported: dict[str, Pa
         ({"num_envs": 0}, ValueError, "num_envs=0 must be a positive integer"),
         ({"obs_mode": "rgb"}, ValueError, "obs_mode='rgb': choose one of"),
         ({"termination": "never"}, ValueError, "termination='never': choose one of"),
-        ({"time_limit": 0}, ValueError, "time_limit=0: pass a positive number of steps"),
+        ({"time_limit": 0}, ValueError, r"time_limit=0 must be an integer >= 1 \(steps before truncation\)"),
         ({"render_mode": "human"}, ValueError, "render_mode='human': dreams render 'rgb_array'"),
         ({"model": "NoSuchModel"}, ValueError, "unknown model 'NoSuchModel'"),
         ({"model": None}, ValueError, "no model given"),

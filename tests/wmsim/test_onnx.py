@@ -346,3 +346,61 @@ def test_graphs_of_another_bundle_are_refused(
     shutil.copy(exported["cartpole"] / "onnx" / "transition.onnx", path / "onnx" / "transition.onnx")
     with pytest.raises(OnnxGraphError, match=r"decoder\.onnx is not a graph onnxruntime can load"):
         ort_dream(path, obs_mode="pixels")
+
+
+@pytest.mark.parametrize("where", ["above", "absolute", "onnx_dir"])
+def test_graph_files_outside_the_bundle_are_refused_before_opening(
+    tmp_path: Path,
+    exported: dict[str, Path],
+    cartpole_bundle: Bundle,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    """A record naming a file outside its folder is refused, even a valid graph of this very bundle, and
+    with the same words whether that file exists or not (nothing outside is opened)."""
+    path = _copy(cartpole_bundle, tmp_path / "bundle")
+    outside = tmp_path / "elsewhere" / "transition.onnx"
+    outside.parent.mkdir()
+    shutil.copytree(exported["cartpole"] / "onnx", tmp_path / "graphs")
+    config = json.loads((exported["cartpole"] / "config.json").read_text())
+    record = config["onnx"]
+    if where == "onnx_dir":
+        record["graphs"]["transition"]["file"] = "../elsewhere/transition.onnx"
+        (tmp_path / "graphs" / RECORD_FILE).write_text(json.dumps(record))
+        kwargs: dict[str, object] = {"onnx_dir": tmp_path / "graphs"}
+    else:
+        record["graphs"]["transition"]["file"] = (
+            "../elsewhere/transition.onnx" if where == "above" else str(outside)
+        )
+        mine = json.loads((path / "config.json").read_text())
+        (path / "config.json").write_text(json.dumps({**mine, "onnx": record}))
+        kwargs = {}
+    opened: list[str] = []
+    real_read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: opened.append(str(self)) or real_read_bytes(self))
+    messages = []
+    for exists in (False, True):
+        if exists:
+            shutil.copy(exported["cartpole"] / "onnx" / "transition.onnx", outside)
+        with pytest.raises(BundleError, match="which is not a path inside the bundle folder") as error:
+            ort_dream(path, **kwargs)  # type: ignore[arg-type]
+        messages.append(str(error.value))
+    assert messages[0] == messages[1], "the error must not reveal whether the outside file exists"
+    assert not any("elsewhere" in name for name in opened)
+
+
+def test_bad_time_limits_and_observations_get_the_torch_backends_errors(
+    exported: dict[str, Path], cartpole_bundle: Bundle
+) -> None:
+    for time_limit in (-1, 0):
+        with pytest.raises(ValueError) as ort_error:
+            ort_dream(exported["cartpole"], 2, time_limit=time_limit)
+        with pytest.raises(ValueError) as torch_error:
+            DreamVectorEnv(cartpole_bundle, 2, time_limit=time_limit)
+        assert str(ort_error.value) == str(torch_error.value)
+    real = np.full((2, 4), np.nan, np.float32)
+    with pytest.raises(ValueError, match="contains NaN or inf") as ort_error:
+        ort_dream(exported["cartpole"], 2, seed=0).reset(options={"observation": real})
+    with pytest.raises(ValueError) as torch_error:
+        DreamVectorEnv(cartpole_bundle, 2, seed=0).reset(options={"observation": real})
+    assert str(ort_error.value) == str(torch_error.value)

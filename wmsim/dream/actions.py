@@ -3,6 +3,7 @@ onnxruntime import here)."""
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import gymnasium as gym
@@ -46,6 +47,18 @@ def check_actions(actions: Any, space: gym.Space, n: int) -> np.ndarray:
             " clip them (e.g. np.clip(a, space.low, space.high)) before stepping"
         )
     return array.astype(np.float32)
+
+
+def check_time_limit(time_limit: Any) -> int | None:
+    """``time_limit`` as the dreams take it: None (the real env's limit) or a positive number of steps."""
+    if time_limit is None:
+        return None
+    if isinstance(time_limit, bool) or not isinstance(time_limit, numbers.Integral) or time_limit < 1:
+        raise ValueError(
+            f"time_limit={time_limit!r} must be an integer >= 1 (steps before truncation), or None for the"
+            " real env's limit"
+        )
+    return int(time_limit)
 
 
 def model_action(action: Any, space: gym.Space) -> np.ndarray:
@@ -103,4 +116,8 @@ def check_reset(
                 f"options['observation'] has shape {real.shape}; expected {want} real"
                 " observations in the env's format"
             )
+        if real.dtype.kind not in "biuf":
+            raise ValueError(f"options['observation'] has dtype {real.dtype}; real observations are numbers")
+        if real.dtype.kind == "f" and not np.isfinite(real).all():
+            raise ValueError("options['observation'] contains NaN or inf: pass real observations")
     return seed, mask, real

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
+from .actions import check_time_limit
+
 if TYPE_CHECKING:
     from ..onnx_format import ModelDims
 
@@ -137,14 +139,10 @@ class DreamBackend(abc.ABC):
             raise ValueError("the bundle holds no start states: it cannot start a dream")
         if termination not in TERMINATION_MODES:
             raise ValueError(f"termination={termination!r}: choose one of {TERMINATION_MODES}")
-        if time_limit is not None and (isinstance(time_limit, bool) or int(time_limit) < 1):
-            raise ValueError(
-                f"time_limit={time_limit!r}: pass a positive number of steps, or None for the real env's"
-            )
         self.num_envs = int(num_envs)
         self.termination = termination
         self.autoreset = autoreset_name(autoreset)
-        self.time_limit = int(time_limit) if time_limit is not None else None
+        self.time_limit = check_time_limit(time_limit)
         self.elapsed = self._zeros("int64")
         self.needs_reset = self._zeros("bool")
 

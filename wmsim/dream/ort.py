@@ -24,7 +24,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from ..bundle_format import START_STATES_FILE, WEIGHTS_FILE, BundleError, file_sha256, read_bundle_config
+from ..bundle_format import (
+    START_STATES_FILE,
+    WEIGHTS_FILE,
+    BundleError,
+    file_sha256,
+    nonfinite_error,
+    read_bundle_config,
+)
 from ..envs.spaces import space_from_dict
 from ..onnx_format import (
     EXPORT_HINT,
@@ -37,6 +44,7 @@ from ..onnx_format import (
     graph_specs,
 )
 from ..registry import resolve_model_dir
+from .actions import check_time_limit
 from .backend import DreamBackend, check_num_envs
 
 CPU = "CPUExecutionProvider"
@@ -163,6 +171,8 @@ class OrtModel:
                 f"{file} does not match its config.json: expected deter float32 (N, {d.deter}) and stoch"
                 f" int64 (N, {d.stoch}); re-export the bundle"
             )
+        if not np.isfinite(deter).all():
+            raise nonfinite_error(file, ["deter"])
         if len(stoch) and (stoch.min() < 0 or stoch.max() >= d.classes):
             raise BundleError(f"{file}: stoch class indices outside [0, classes)")
         one_hot = np.eye(d.classes, dtype=np.float32)[stoch].reshape(len(stoch), -1)
@@ -273,6 +283,7 @@ class OrtSimulator(DreamBackend):
         threads: int | None = None,
     ) -> None:
         num_envs = check_num_envs(num_envs)
+        check_time_limit(time_limit)
         if dtype != "float32":
             raise ValueError(
                 f"dtype={dtype!r}: the onnxruntime backend runs the exported float32 graphs; use"

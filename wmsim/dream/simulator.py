@@ -25,6 +25,7 @@ from ..onnx_format import ModelDims
 from ..registry import resolve_model
 from ..rssm import State
 from ..world_model import WorldModel
+from .actions import check_time_limit
 from .backend import DreamBackend, StepResult, check_num_envs
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -66,6 +67,7 @@ class DreamSimulator(DreamBackend):
         dtype: str | torch.dtype = torch.float32,
     ) -> None:
         num_envs = check_num_envs(num_envs)
+        check_time_limit(time_limit)
         bundle = resolve_model(bundle)
         compute = _dtype(dtype)
         self.device = resolve_device(device)
