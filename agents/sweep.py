@@ -50,13 +50,20 @@ EVAL_SEED = 1000
 
 
 def cartpole_world_model(seed: int, workdir: Path) -> Any:
-    """The CartPole-v1 world model of the learning tests: the ``small`` preset on 5,000 random-policy
-    steps (about 800 updates). Trained once per ``workdir`` and seed (a rerun resumes, i.e. returns)."""
+    """The CartPole-v1 world model of the learning tests: the ``small`` preset with KL scale 0.1 on
+    5,000 random-policy steps (about 800 updates). Trained once per ``workdir`` and seed (a rerun
+    resumes, i.e. returns).
+
+    KL scale 0.1 (DreamerV2's Atari value; the preset's 1.0 is its DMC value): over seeds 0-4 it
+    raised PPO-in-the-dream's real return (latents) from a mean of 210 to 259 and the worst
+    decoded-observation seed from 73 to 123; on seeds 0-2 it halved the 15-step open-loop error."""
     from .config import train_preset
     from .train import train
 
+    preset = train_preset("small")
     config = dataclasses.replace(
-        train_preset("small"),
+        preset,
+        model=dataclasses.replace(preset.model, loss=dataclasses.replace(preset.model.loss, kl_scale=0.1)),
         env="CartPole-v1",
         steps=5000,
         seed=seed,
