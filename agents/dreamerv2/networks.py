@@ -55,7 +55,9 @@ class TruncNormalPolicy:
     CLIP = 1e-6
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        self.mean, self.std = mean, std
+        # float32 whatever the autocast: the inverse CDF has no bfloat16 kernel, and bfloat16's 8 bits
+        # of mantissa would put the samples of a narrow policy on a coarse grid.
+        self.mean, self.std = mean.float(), std.float()
         self.alpha, self.beta = (-1.0 - mean) / std, (1.0 - mean) / std
         self.cdf_low = _normal_cdf(self.alpha)
         # The mean lies in (-1, 1), so at least half of the normal's mass is inside: Z >= ~0.5.

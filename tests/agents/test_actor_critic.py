@@ -192,3 +192,18 @@ def test_actor_critic_update_is_the_same_with_the_one_hot_fast_path(discrete: bo
         torch.testing.assert_close(fast[key], plain[key], atol=1e-5, rtol=1e-4)
     for a, b in zip(agent.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("discrete", "grad"), [(True, "reinforce"), (False, "dynamics")])
+def test_actor_critic_update_runs_under_bf16_autocast(discrete: bool, grad: str) -> None:
+    # precision="auto" picks bf16 for image models on CPUs with native bfloat16: the continuous
+    # actor's inverse-CDF sampling must run there too (in float32), and the update stay finite.
+    wm, agent, posts = _setup(discrete, grad)
+    agent.precision = "bf16"
+    metrics = agent.train_step(wm, posts)  # type: ignore[arg-type]
+    assert all(torch.isfinite(v) for v in metrics.values()), metrics
+    with torch.autocast("cpu", torch.bfloat16):
+        action = agent.actor(posts.feat.reshape(-1, posts.feat.shape[-1])).sample()
+    assert torch.isfinite(action).all()
+    if not discrete:
+        assert action.dtype == torch.float32
