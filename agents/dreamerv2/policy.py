@@ -74,13 +74,12 @@ class RealEnvPolicy:
     def act(self, obs: np.ndarray) -> Any:
         """The env action for observation ``obs`` (an int or a float32 array)."""
         wm = self.world_model
-        embed = wm.encode(torch.as_tensor(np.asarray(obs)[None], device=self.device))
         first = self.state is None
         prev = self.state if self.state is not None else wm.rssm.initial(1, self.device)
-        self.state, _ = wm.rssm.obs_step(
+        self.state, _ = wm.obs_step(
             prev,
             self.prev_action,
-            embed,
+            torch.as_tensor(np.asarray(obs)[None], device=self.device),
             torch.tensor([first], device=self.device),
             noise=(self._noise(), self._noise()),
         )
