@@ -144,7 +144,7 @@ class Bundle(BundleHubMixin):
 
     def for_task(self, task: str) -> Bundle:
         """The bundle of one task of a multi-task bundle: its model bound to the task (shared weights,
-        real sizes), the task's env, spaces and start states. The policy stays with the whole bundle.
+        real sizes), the task's env, spaces and start states, and the bundle's policy (if any).
         ``task``: a task name (``walker-walk``) or its env id (``dmc/walker-walk``); an unknown one
         raises a ValueError listing the tasks."""
         where = f"bundle {self.path}" if self.path is not None else "this bundle"
@@ -160,7 +160,17 @@ class Bundle(BundleHubMixin):
         model = self.model.for_task(index)
         assert self.start_states.task is not None
         starts = self.start_states.select(self.start_states.task == index, model.io.obs_shape[0])
-        return Bundle(model, entry.env_spec, entry.spaces, starts, self.info, self.path, task=entry.name)
+        return Bundle(
+            model,
+            entry.env_spec,
+            entry.spaces,
+            starts,
+            self.info,
+            self.path,
+            self.policy_tensors,
+            self.policy_config,
+            task=entry.name,
+        )
 
     @property
     def config(self) -> WorldModelConfig:

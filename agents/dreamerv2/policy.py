@@ -3,6 +3,7 @@ and the actor picks actions from them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -29,7 +30,7 @@ class RealEnvPolicy:
     def __init__(
         self,
         world_model: WorldModel,
-        actor: Actor,
+        actor: Actor | Callable[[torch.Tensor], Any],
         action_space: gym.Space,
         to_model_action: Any,
         mode: bool = False,
