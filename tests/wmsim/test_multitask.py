@@ -203,3 +203,21 @@ def test_saving_needs_a_consistent_task_list(tmp_path: Path) -> None:
             tmp_path / "c", model.for_task(0), tasks[0].env_spec, tasks[0].spaces, starts, tasks=tasks
         )
     assert wmsim.Bundle is Bundle
+
+
+def test_real_env_through_a_task_posterior_and_no_onnx_export(bundle_dir: Path) -> None:
+    """A task's real env seen through the model's posterior (the transfer wrapper takes ``task=``);
+    the ONNX export says it does not take multi-task bundles."""
+    from wmsim.dream import LatentObservation
+    from wmsim.envs import make_env
+    from wmsim.onnx_export import export_onnx
+
+    real = make_env(EnvSpec.from_id("dmc/reacher-easy", obs_type="state"))
+    env = LatentObservation(real, str(bundle_dir), task="reacher-easy", seed=0)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == env.observation_space.shape
+    obs, *_ = env.step(real.action_space.sample())
+    assert np.isfinite(obs).all()
+    env.close()
+    with pytest.raises(ValueError, match=r"multi-task bundle .*single-task"):
+        export_onnx(bundle_dir, bundle_dir.parent / "onnx")
