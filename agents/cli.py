@@ -112,6 +112,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default=None, help="folder for openloop.png/json (default: the bundle)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--task", default=None, help="the task of a multi-task bundle to evaluate")
 
 
 def _eval_parser(sub: argparse._SubParsersAction) -> None:
@@ -388,6 +389,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .train import evaluate_model
 
     bundle = load_bundle(args.bundle, device=resolve_device(args.device))
+    if bundle.tasks or args.task is not None:
+        from wmsim.dream.simulator import bundle_for_task
+
+        bundle = bundle_for_task(bundle, args.task)
     check_behaviour(args.behaviour, bundle.env_spec.id)
     out = ensure_directory(Path(args.out) if args.out else Path(args.bundle), "--out")
     result = evaluate_model(

@@ -124,6 +124,11 @@ def train_in_world_model(
     check_at_least("eval_episodes", eval_episodes, 1)
     if bundle.path is None and out is None:
         raise ValueError("the bundle was not loaded from a directory: pass out=<directory>")
+    if bundle.tasks or bundle.task is not None:
+        raise ValueError(
+            "the DreamerV2 actor-critic learns in single-task bundles; for a task of a multi-task bundle use"
+            " agents.pwm.train_pwm(bundle, config, task=...) (wmsim train --learner pwm --task NAME)"
+        )
     torch.manual_seed(seed)
     sim = DreamSimulator(bundle, pool, device=device, autoreset="same_step", seed=seed)
     data = open_replay_for(bundle, replay, seed) if replay is not None else None
