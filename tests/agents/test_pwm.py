@@ -110,6 +110,26 @@ def test_cli_pretrains_multitask_learns_with_pwm_and_evaluates(tmp_path: Path, c
     assert policy.policy_config is not None and policy.policy_config["task"] == "reacher-easy"
     assert policy.task_names == bundle.task_names
     assert cli_main(["eval", str(out), "--episodes", "1"]) == 0
+    replay = [
+        "--dream-replay",
+        str(logdir / "replay" / "reacher-easy"),
+        "--batch_size",
+        "2",
+        "--seq_len",
+        "8",
+    ]
+    starts = [
+        *train,
+        "--task",
+        "reacher-easy",
+        "--dream-updates",
+        "2",
+        "--out",
+        str(tmp_path / "r"),
+        "--quiet",
+    ]
+    assert cli_main([*starts, *replay]) == 0  # imagination from posterior states of the task's data
+    assert load_bundle(tmp_path / "r").info["dream_training"]["starts"] == "replay"
     assert cli_main(["eval", str(out), "--episodes", "1", "--task", "cartpole-balance"]) == 2  # not its task
     assert cli_main([*train, "--dream-updates", "1", "--out", str(tmp_path / "x")]) == 2  # no --task
     assert cli_main(["train", "--dream", str(logdir / "bundle"), "--task", "reacher-easy"]) == 2  # dreamerv2
