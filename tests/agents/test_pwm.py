@@ -133,3 +133,4 @@ def test_cli_pretrains_multitask_learns_with_pwm_and_evaluates(tmp_path: Path, c
     assert cli_main(["eval", str(out), "--episodes", "1", "--task", "cartpole-balance"]) == 2  # not its task
     assert cli_main([*train, "--dream-updates", "1", "--out", str(tmp_path / "x")]) == 2  # no --task
     assert cli_main(["train", "--dream", str(logdir / "bundle"), "--task", "reacher-easy"]) == 2  # dreamerv2
+    assert cli_main(["add-data", str(logdir), "--policy", str(out), "--steps", "5"]) == 2  # not yet
