@@ -271,12 +271,6 @@ def _train_dream(args: argparse.Namespace, config: TrainConfig) -> int:
     bundle = resolve_model(args.dream)
     if args.learner == "pwm":
         return _train_pwm(args, config, bundle)
-    if args.task is not None or bundle.tasks:
-        raise ValueError(
-            f"{args.dream} {'is multi-task' if bundle.tasks else 'has no tasks'}: the DreamerV2 actor-critic"
-            " (--learner dreamerv2) learns in single-task bundles; use --learner pwm --task NAME for a task"
-            " of a multi-task bundle" + ("" if bundle.tasks else ", or leave --task out")
-        )
     result = train_in_world_model(
         bundle,
         config.agent,
@@ -290,6 +284,7 @@ def _train_dream(args: argparse.Namespace, config: TrainConfig) -> int:
         seed=config.seed,
         progress=not args.quiet,
         eval_every=args.dream_eval_every,
+        task=args.task,
     )
     print(f"trained the actor-critic for {result.updates} updates in the dream of {args.dream}")
     if result.curve:

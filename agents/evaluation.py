@@ -65,7 +65,7 @@ def evaluate_policy_in_real(
     bundle = resolve_model(model)
     pwm = bundle.policy_config is not None and bundle.policy_config.get("kind") == PWM_KIND
     if bundle.tasks:
-        learned = bundle.policy_config.get("task") if pwm and bundle.policy_config else None
+        learned = bundle.policy_config.get("task") if bundle.policy_config else None
         chosen = task or learned
         if chosen is None:
             raise ValueError(f"{bundle.path} is multi-task: pass task= one of {', '.join(bundle.task_names)}")

@@ -132,5 +132,14 @@ def test_cli_pretrains_multitask_learns_with_pwm_and_evaluates(tmp_path: Path, c
     assert load_bundle(tmp_path / "r").info["dream_training"]["starts"] == "replay"
     assert cli_main(["eval", str(out), "--episodes", "1", "--task", "cartpole-balance"]) == 2  # not its task
     assert cli_main([*train, "--dream-updates", "1", "--out", str(tmp_path / "x")]) == 2  # no --task
-    assert cli_main(["train", "--dream", str(logdir / "bundle"), "--task", "reacher-easy"]) == 2  # dreamerv2
+    # DreamerV2's actor-critic in the same task's dream, for comparison
+    dreamer = ["train", "--dream", str(logdir / "bundle"), "--preset", "tiny", "--dream-pool", "8"]
+    assert cli_main([*dreamer, "--dream-updates", "1", "--quiet"]) == 2  # no --task
+    dv2 = tmp_path / "dv2"
+    assert (
+        cli_main([*dreamer, "--task", "reacher-easy", "--dream-updates", "2", "--out", str(dv2), "--quiet"])
+        == 0
+    )
+    assert load_bundle(dv2).policy_config["task"] == "reacher-easy"  # type: ignore[index]
+    assert cli_main(["eval", str(dv2), "--episodes", "1"]) == 0
     assert cli_main(["add-data", str(logdir), "--policy", str(out), "--steps", "5"]) == 2  # not yet
