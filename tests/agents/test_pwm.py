@@ -143,3 +143,12 @@ def test_cli_pretrains_multitask_learns_with_pwm_and_evaluates(tmp_path: Path, c
     assert load_bundle(dv2).policy_config["task"] == "reacher-easy"  # type: ignore[index]
     assert cli_main(["eval", str(dv2), "--episodes", "1"]) == 0
     assert cli_main(["add-data", str(logdir), "--policy", str(out), "--steps", "5"]) == 2  # not yet
+    # SB3 in the task's dream and in its real env, the baselines of a comparison
+    from agents.sb3 import evaluate_in_real, train_in_dream
+
+    kwargs = {"n_steps": 16, "batch_size": 32, "n_epochs": 1}
+    ppo = train_in_dream(
+        logdir / "bundle", total_timesteps=64, num_envs=4, task="reacher-easy", algo_kwargs=kwargs
+    )
+    assert ppo.action_space.shape == (2,)
+    assert len(evaluate_in_real(ppo, logdir / "bundle", episodes=1, task="reacher-easy").returns) == 1
