@@ -158,7 +158,8 @@ class Bundle(BundleHubMixin):
         index = self.task_names.index(task) if task in self.task_names else ids.index(task)
         entry = self.tasks[index]
         model = self.model.for_task(index)
-        assert self.start_states.task is not None
+        if self.start_states.task is None:
+            raise ValueError(f"{where}: its start states hold no task indices (StartStates.task)")
         starts = self.start_states.select(self.start_states.task == index, model.io.obs_shape[0])
         return Bundle(
             model,
