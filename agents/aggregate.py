@@ -83,6 +83,11 @@ def add_policy_data(
         raise ValueError(f"epsilon={epsilon}: a probability in [0, 1]")
     logdir = Path(logdir)
     config = read_pretrain_config(logdir)
+    if config.task_ids:
+        raise ValueError(
+            f"{logdir} is a multi-task pretraining run ({config.tasks}): adding policy data to it is not"
+            " supported yet; add data to a single-task run"
+        )
     bundle = resolve_model(policy)
     spec = env_spec_of_config(config)
     if bundle.env_spec.id != spec.id:

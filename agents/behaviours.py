@@ -94,6 +94,8 @@ SCRIPTED: dict[str, Callable[[gym.Env], Behaviour]] = {
     "CartPole-v1": cartpole_balancer,
     "Pendulum-v1": pendulum_swinger,
     "dmc/cartpole-swingup": cartpole_swinger,
+    # the same controller holds the pole up from balance's upright starts
+    "dmc/cartpole-balance": cartpole_swinger,
 }
 
 #: Per-episode probability of a random action in ``mixed`` data (1.0 = a purely random episode).

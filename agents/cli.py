@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hub import HubError
 from wmsim.config import add_config_arguments, apply_overrides, flat_items, int_at_least
@@ -61,7 +62,25 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         " discounted returns that followed (0: never)",
     )
     p.add_argument(
-        "--dream-pool", type=int_at_least(1), default=512, help="parallel dreamed episodes with --dream"
+        "--dream-pool",
+        type=int_at_least(1),
+        default=None,
+        help="parallel dreamed episodes with --dream (default 512; with --learner pwm the preset's num_envs)",
+    )
+    p.add_argument(
+        "--learner",
+        default="dreamerv2",
+        choices=["dreamerv2", "pwm"],
+        help="with --dream: DreamerV2's actor-critic (default) or PWM's first-order learner (gradients"
+        " through the model's dynamics over a short horizon; see docs/multitask.md)",
+    )
+    p.add_argument(
+        "--task",
+        default=None,
+        help="with --dream: the task of a multi-task bundle to learn (e.g. walker-walk)",
+    )
+    p.add_argument(
+        "--pwm-preset", default="pwm", choices=["pwm", "tiny"], help="with --learner pwm: its settings"
     )
     p.add_argument(
         "--dream-replay",
@@ -93,6 +112,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default=None, help="folder for openloop.png/json (default: the bundle)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--task", default=None, help="the task of a multi-task bundle to evaluate")
 
 
 def _eval_parser(sub: argparse._SubParsersAction) -> None:
@@ -113,6 +133,11 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
         help="what the SB3 policy observes (latent: through the model's posterior)",
     )
     p.add_argument("--env", default=None, help="the real env id (default: the bundle's; must match it)")
+    p.add_argument(
+        "--task",
+        default=None,
+        help="a task of a multi-task bundle (default: the task its policy learned)",
+    )
     p.add_argument("--episodes", type=int_at_least(1), default=10)
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     p.add_argument("--sample", action="store_true", help="sample actions instead of the policy's mode")
@@ -244,11 +269,13 @@ def _train_dream(args: argparse.Namespace, config: TrainConfig) -> int:
     from .dreamerv2.dream_train import train_in_world_model
 
     bundle = resolve_model(args.dream)
+    if args.learner == "pwm":
+        return _train_pwm(args, config, bundle)
     result = train_in_world_model(
         bundle,
         config.agent,
         updates=args.dream_updates,
-        pool=args.dream_pool,
+        pool=args.dream_pool or 512,
         replay=args.dream_replay,
         batch_size=config.batch_size,
         seq_len=config.seq_len,
@@ -257,6 +284,7 @@ def _train_dream(args: argparse.Namespace, config: TrainConfig) -> int:
         seed=config.seed,
         progress=not args.quiet,
         eval_every=args.dream_eval_every,
+        task=args.task,
     )
     print(f"trained the actor-critic for {result.updates} updates in the dream of {args.dream}")
     if result.curve:
@@ -266,6 +294,40 @@ def _train_dream(args: argparse.Namespace, config: TrainConfig) -> int:
                 f"{row['updates']:>7.0f}  {row['real_return']:>11.1f}  {row['critic_value']:>12.2f}"
                 f"  {row['discounted_return']:>17.2f}"
             )
+    print(f"bundle with policy: {result.bundle}  (play it: wmsim eval {result.bundle})")
+    return 0
+
+
+def _train_pwm(args: argparse.Namespace, config: TrainConfig, bundle: Any) -> int:
+    import dataclasses
+
+    from wmsim.devices import resolve_device
+
+    from .pwm import pwm_preset, train_pwm
+
+    settings = pwm_preset(args.pwm_preset)
+    if args.dream_pool is not None:
+        settings = dataclasses.replace(settings, num_envs=args.dream_pool)
+    result = train_pwm(
+        bundle,
+        settings,
+        task=args.task,
+        updates=args.dream_updates,
+        replay=args.dream_replay,
+        batch_size=config.batch_size,
+        seq_len=config.seq_len,
+        out=args.out,
+        device=resolve_device(config.device),
+        seed=config.seed,
+        progress=not args.quiet,
+        eval_every=args.dream_eval_every,
+    )
+    task = f" (task {args.task})" if args.task else ""
+    print(f"trained the PWM actor for {result.updates} updates in the dream of {args.dream}{task}")
+    if result.curve:
+        print("updates  real return  seconds (real episodes, policy mode)")
+        for row in result.curve:
+            print(f"{row['updates']:>7.0f}  {row['real_return']:>11.1f}  {row['seconds']:>7.1f}")
     print(f"bundle with policy: {result.bundle}  (play it: wmsim eval {result.bundle})")
     return 0
 
@@ -285,6 +347,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         video=args.video,
         device=args.device,
         random=args.random,
+        task=args.task,
     )
     if args.record:
         _record_transfer(args, result)
@@ -321,6 +384,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .train import evaluate_model
 
     bundle = load_bundle(args.bundle, device=resolve_device(args.device))
+    if bundle.tasks or args.task is not None:
+        from wmsim.dream.simulator import bundle_for_task
+
+        bundle = bundle_for_task(bundle, args.task)
     check_behaviour(args.behaviour, bundle.env_spec.id)
     out = ensure_directory(Path(args.out) if args.out else Path(args.bundle), "--out")
     result = evaluate_model(

@@ -177,8 +177,8 @@ class BatchPolicy:
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> Any:
         """Env actions for the batch of observations: int indices or float32 arrays ``(num_envs, A)``."""
-        embed = self.model.encode(torch.as_tensor(obs, device=self.device))
-        self.state, _ = self.model.rssm.obs_step(self.state, self.prev_action, embed, self.first)
+        obs_t = torch.as_tensor(obs, device=self.device)
+        self.state, _ = self.model.obs_step(self.state, self.prev_action, obs_t, self.first)
         self.first = torch.zeros_like(self.first)
         action = self.agent.actor(self.state.feat).sample()
         self.prev_action = self.agent.to_model_action(action)

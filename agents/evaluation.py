@@ -20,6 +20,8 @@ from wmsim.registry import resolve_model
 
 from .dreamerv2 import RealEnvPolicy, agent_from_bundle
 
+PWM_KIND = "pwm-actor"  # agents.pwm.POLICY_KIND (imported lazily there)
+
 
 def _real_env(bundle: Bundle, env_id: str | None, seed: int) -> gym.Env:
     spec = bundle.env_spec
@@ -51,12 +53,30 @@ def evaluate_policy_in_real(
     video: str | None = None,
     device: str = "cpu",
     random: bool = False,
+    task: str | None = None,
 ) -> dict[str, Any]:
     """Play ``episodes`` real episodes (seeds ``seed, seed+1, ...``); returns a dict with the returns,
     their mean and std. ``video``: write the first episode's observations (image envs) as a video.
-    ``random=True`` plays a uniformly random policy (seeded), the baseline of a transfer table."""
+    ``random=True`` plays a uniformly random policy (seeded), the baseline of a transfer table.
+    ``task``: for a multi-task bundle, the task to play (default: the one its policy learned).
+
+    The bundle's policy is its DreamerV2 actor, or a PWM actor (:mod:`agents.pwm`)."""
     check_at_least("episodes", episodes, 1)
     bundle = resolve_model(model)
+    pwm = bundle.policy_config is not None and bundle.policy_config.get("kind") == PWM_KIND
+    if bundle.tasks:
+        learned = bundle.policy_config.get("task") if bundle.policy_config else None
+        chosen = task or learned
+        if chosen is None:
+            raise ValueError(f"{bundle.path} is multi-task: pass task= one of {', '.join(bundle.task_names)}")
+        bundle = bundle.for_task(chosen)
+        if not (random or sb3) and bundle.task != learned:
+            raise ValueError(
+                f"the bundle's policy learned task {learned!r}, not {bundle.task!r}: evaluate that task, or"
+                " a random policy (random=True, --random)"
+            )
+    elif task is not None:
+        raise ValueError(f"task={task!r}: {bundle.path} is single-task ({bundle.env_spec.id}); leave it out")
     env = _real_env(bundle, env_id, seed)
     recorder: _FirstEpisodeFrames | None = None
     if video is not None:
@@ -86,6 +106,21 @@ def evaluate_policy_in_real(
             return agent.predict(obs, deterministic=mode)[0]
 
         name = f"SB3 {type(agent).__name__} ({Path(sb3).name})"
+    elif pwm:
+        from .pwm import learner_from_bundle
+
+        _, learner = learner_from_bundle(bundle, device)
+        pwm_policy = RealEnvPolicy(
+            bundle.model.to(device),
+            learner.actor,
+            env.action_space,
+            learner.to_model_action,
+            mode=mode,
+            seed=seed,
+        )
+        play_env = env
+        act, reset = pwm_policy.act, pwm_policy.reset
+        name = "PWM policy" + (f" ({bundle.task})" if bundle.task else "")
     else:
         actor_critic = agent_from_bundle(bundle, device)
         policy = RealEnvPolicy(

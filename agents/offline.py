@@ -10,6 +10,9 @@ Policies are then learned inside the bundle: ``wmsim train --dream BUNDLE`` (Dre
 ``agents.sb3.train_in_dream`` (any SB3 algorithm).
 
 CLI: ``wmsim pretrain --env atari/Pong --behaviour mixed --data_steps 60000 --updates 5000``.
+
+With ``--tasks`` (several env ids) one multi-task world model is fitted on the datasets of all of them
+(:class:`agents.multitask.MultiTaskPretrainer`, the PWM setting).
 """
 
 from __future__ import annotations
@@ -80,6 +83,14 @@ class PretrainConfig:
     seed: int = 0
     checkpoint_every: int = field(default=500, metadata={"help": "updates between checkpoints"})
     start_states: int = field(default=256, metadata={"help": "episode starts kept for the bundle"})
+    tasks: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated env ids (dmc/walker-walk,dmc/cheetah-run,...) for one multi-task model"
+            " over all of them (replaces --env; data_steps and start_states count per task)"
+        },
+    )
+    task_embed: int = field(default=32, metadata={"help": "size of the learned task embedding (--tasks)"})
     model: WorldModelConfig = field(default_factory=lambda: model_preset("small"))
 
     def __post_init__(self) -> None:
@@ -93,8 +104,20 @@ class PretrainConfig:
             check_at_least(name, getattr(self, name), low)
         check_at_least("data_steps", self.data_steps, self.seq_len, "seq_len")
         check_choice("behaviour", self.behaviour, BEHAVIOURS)
+        check_at_least("task_embed", self.task_embed, 1)
+        ids = [t for t in self.tasks.split(",")] if self.tasks else []
+        if any(not t.strip() for t in ids) or len(set(ids)) != len(ids):
+            raise ValueError(
+                f"tasks={self.tasks!r}: give distinct env ids separated by commas, e.g."
+                " dmc/cartpole-swingup,dmc/walker-walk"
+            )
         if self.env_obs not in ("", "pixels", "state"):
             raise ValueError(f"env_obs={self.env_obs!r}: choose 'pixels', 'state' or leave empty")
+
+    @property
+    def task_ids(self) -> list[str]:
+        """The env ids of ``tasks`` (empty for a single-task run)."""
+        return [t.strip() for t in self.tasks.split(",")] if self.tasks else []
 
 
 LOSS_STAGES = "loss_stages"
@@ -183,18 +206,35 @@ class OfflinePretrainer:
         remove_killed_writes(self.logdir)
         self._check_run_dir()
         self.device = resolve_device(config.device)
-        self.spec = env_spec_of_config(config)
-        self.env = make_env(self.spec, seed=config.seed)
-        self.io = IOSpec.from_spaces(self.env.observation_space, self.env.action_space)
+        self.io = self._open_data()
         torch.manual_seed(config.seed)
         self.model = WorldModel(config.model, self.io).to(self.device)
         self.trainer = WorldModelTrainer(self.model, precision=config.precision)
-        self.replay = Replay(
-            self.logdir / "replay", replay_capacity(config), chunk_length=1024, seed=config.seed
-        )
         self.updates = 0
         self.data_stats: dict[str, Any] = {}
         self.wall_clock: dict[str, float] = {}
+
+    def _open_data(self) -> IOSpec:
+        """Make the real env and open the dataset's replay; returns the model's io spec."""
+        config = self.config
+        self.spec = env_spec_of_config(config)
+        self.env = make_env(self.spec, seed=config.seed)
+        self.replay = Replay(
+            self.logdir / "replay", replay_capacity(config), chunk_length=1024, seed=config.seed
+        )
+        return IOSpec.from_spaces(self.env.observation_space, self.env.action_space)
+
+    def sample_batch(self) -> dict[str, np.ndarray]:
+        """One world-model batch ``(B, T, ...)`` from the dataset."""
+        c = self.config
+        return self.replay.sample(c.batch_size, c.seq_len, prioritize_ends=c.prioritize_ends)
+
+    def data_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the data sampling (JSON)."""
+        return {"replay": self.replay.state_dict()}
+
+    def load_data_state(self, state: dict[str, Any]) -> None:
+        self.replay.load_state_dict(state["replay"])
 
     def _check_run_dir(self) -> None:
         """Refuse a ``logdir`` that holds another run; accept new loss weights as a next stage.
@@ -210,7 +250,12 @@ class OfflinePretrainer:
         if previous is not None:
             stages = previous.pop(LOSS_STAGES, [])
             keys = [k for k in current if k not in {"updates", "checkpoint_every"}]
-            differ = [k for k in keys if _without_loss(previous.get(k), k) != _without_loss(current[k], k)]
+            defaults = to_dict(PretrainConfig())  # settings added since the run began read as defaults
+            differ = [
+                k
+                for k in keys
+                if _without_loss(previous.get(k, defaults.get(k)), k) != _without_loss(current[k], k)
+            ]
             if differ:
                 raise ValueError(
                     f"{self.logdir} holds a pretraining run with other settings ({', '.join(differ)}):"
@@ -271,7 +316,7 @@ class OfflinePretrainer:
         path = latest_checkpoint(self.logdir)
         if path is not None:
             self.updates, state, extra = load_checkpoint(path, modules, optimizers)
-            self.replay.load_state_dict(state["replay"])
+            self.load_data_state(state)
             torch.set_rng_state(extra["torch_rng"].to(torch.uint8))
             log.info("resumed %s at update %d", self.logdir, self.updates)
         rewind_logs(self.logdir, "update", self.updates)  # a killed run's rows past the checkpoint
@@ -287,9 +332,7 @@ class OfflinePretrainer:
         )
         pending: list[dict[str, torch.Tensor]] = []
         while self.updates < c.updates:
-            batch = batch_to_torch(
-                self.replay.sample(c.batch_size, c.seq_len, prioritize_ends=c.prioritize_ends), self.device
-            )
+            batch = batch_to_torch(self.sample_batch(), self.device)
             _, step_metrics = self.trainer.train_step(batch)
             pending.append(step_metrics)
             self.updates += 1
@@ -308,7 +351,7 @@ class OfflinePretrainer:
                     handle.write(json.dumps({"update": self.updates, **metrics}) + "\n")
                 pending = []
             if self.updates % c.checkpoint_every == 0 or self.updates == c.updates:
-                state = {"replay": self.replay.state_dict()}
+                state = self.data_state()
                 save_checkpoint(
                     self.logdir,
                     self.updates,
@@ -343,3 +386,12 @@ class OfflinePretrainer:
         self.collect()
         self.fit()
         return self.write_bundle()
+
+
+def make_pretrainer(config: PretrainConfig, *, progress: bool = True) -> OfflinePretrainer:
+    """The pretrainer of ``config``: single-task, or multi-task when ``config.tasks`` lists env ids."""
+    if config.task_ids:
+        from .multitask import MultiTaskPretrainer
+
+        return MultiTaskPretrainer(config, progress=progress)
+    return OfflinePretrainer(config, progress=progress)

@@ -22,6 +22,7 @@ from wmsim.bundle import Bundle
 from wmsim.data import play_episodes
 from wmsim.dream.latent_wrapper import LatentObservation
 from wmsim.dream.sb3 import DreamSB3VecEnv
+from wmsim.dream.simulator import bundle_for_task
 from wmsim.envs import make_env
 from wmsim.registry import resolve_model
 
@@ -55,13 +56,15 @@ def train_in_dream(
     device: str = "cpu",
     algo_kwargs: dict[str, Any] | None = None,
     progress_bar: bool = False,
+    task: str | None = None,
 ) -> BaseAlgorithm:
     """Train an SB3 agent for ``total_timesteps`` dreamed steps. ``policy`` defaults to ``MlpPolicy``
     for latents and vectors, ``CnnPolicy`` for decoded images, ``MultiInputPolicy`` for ``"dict"``.
-    The dreams are wrapped in ``VecMonitor``, so SB3 logs episode returns (``ep_rew_mean``)."""
+    The dreams are wrapped in ``VecMonitor``, so SB3 logs episode returns (``ep_rew_mean``).
+    ``task``: the task of a multi-task bundle (required there)."""
     if algo not in ALGORITHMS:
         raise ValueError(f"algo={algo!r}: choose one of {sorted(ALGORITHMS)}")
-    bundle = resolve_model(model)
+    bundle = bundle_for_task(resolve_model(model), task)
     if algo == "SAC" and bundle.model.io.discrete:
         raise ValueError("SAC needs continuous actions; this model's actions are discrete: use PPO or A2C")
     env = VecMonitor(DreamSB3VecEnv(bundle, num_envs, obs_mode=obs_mode, device=device, seed=seed))
@@ -82,9 +85,11 @@ def evaluate_in_real(
     obs_mode: str = "latent",
     deterministic: bool = True,
     max_steps: int | None = None,
+    task: str | None = None,
 ) -> RealEvaluation:
-    """Play ``agent`` (None: a uniformly random policy) in the real env of ``model``'s bundle."""
-    bundle = resolve_model(model)
+    """Play ``agent`` (None: a uniformly random policy) in the real env of ``model``'s bundle (of its
+    ``task``, for a multi-task bundle)."""
+    bundle = bundle_for_task(resolve_model(model), task)
     env = make_env(bundle.env_spec, seed=seed)
     if obs_mode in ("latent", "dict"):
         env = LatentObservation(env, bundle, seed=seed, obs_mode=obs_mode)

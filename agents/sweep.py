@@ -216,6 +216,28 @@ def dream_policy(model: str, seed: int, workdir: Path, updates: int = DREAM_UPDA
     return {"metric": real["mean"], "std": real["std"], "returns": real["returns"], **result.metrics}
 
 
+def pwm_policy(model: str, seed: int, workdir: Path, updates: int = 300, task: str | None = None) -> Figures:
+    """``wmsim train --dream MODEL [--task TASK] --learner pwm --seed SEED``: PWM's first-order learner
+    (its settings) trained only in the model's dream, then its mode played in the real env (seeds 10000
+    and up, as the model cards)."""
+    from wmsim.registry import resolve_model
+
+    from .evaluation import evaluate_policy_in_real
+    from .pwm import pwm_preset, train_pwm
+
+    result = train_pwm(
+        resolve_model(model),
+        pwm_preset("pwm"),
+        task=task,
+        updates=updates,
+        out=workdir / f"pwm-{model}-{task or 'single'}-seed{seed}",
+        seed=seed,
+        progress=False,
+    )
+    real = evaluate_policy_in_real(result.bundle, episodes=EVAL_EPISODES, seed=10_000)
+    return {"metric": real["mean"], "std": real["std"], "returns": real["returns"], **result.metrics}
+
+
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
@@ -232,6 +254,11 @@ RECIPES: dict[str, Recipe] = {
             "cartpole-policy",
             "real return of the CartPole bundle's policy",
             lambda s, w: dream_policy("CartPole", s, w),
+        ),
+        Recipe(
+            "cartpole-swingup-pwm",
+            "real return of PWM's learner in the CartpoleSwingup bundle's dream, 300 updates",
+            lambda s, w: pwm_policy("CartpoleSwingup", s, w),
         ),
     )
 }

@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Bundle": "bundle",
     "BundleError": "bundle",
+    "BundleTask": "bundle",
     "StartStates": "bundle",
     "load_bundle": "bundle",
     "save_bundle": "bundle",
@@ -39,12 +40,14 @@ _LAZY = {
     "RSSM": "rssm",
     "State": "rssm",
     "IOSpec": "world_model",
+    "TaskIO": "world_model",
+    "TaskSet": "world_model",
     "WorldModel": "world_model",
     "WorldModelTrainer": "world_model",
 }
 
 if TYPE_CHECKING:
-    from .bundle import Bundle, BundleError, StartStates, load_bundle, save_bundle
+    from .bundle import Bundle, BundleError, BundleTask, StartStates, load_bundle, save_bundle
     from .config import (
         DecoderConfig,
         EncoderConfig,
@@ -59,7 +62,7 @@ if TYPE_CHECKING:
     from .envs import EnvSpec, make_env
     from .registry import register_dream, register_known_models
     from .rssm import RSSM, State
-    from .world_model import IOSpec, WorldModel, WorldModelTrainer
+    from .world_model import IOSpec, TaskIO, TaskSet, WorldModel, WorldModelTrainer
 
 
 _SUBMODULES = ("play",)
@@ -83,6 +86,7 @@ __all__ = [
     "RSSM",
     "Bundle",
     "BundleError",
+    "BundleTask",
     "DecoderConfig",
     "DreamEnv",
     "DreamSimulator",
@@ -97,6 +101,8 @@ __all__ = [
     "RSSMConfig",
     "StartStates",
     "State",
+    "TaskIO",
+    "TaskSet",
     "WorldModel",
     "WorldModelConfig",
     "WorldModelTrainer",

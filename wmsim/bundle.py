@@ -8,6 +8,12 @@ Layout (format version 1)::
                               deter (N, D) float32, stoch (N, S) int64 class indices
     policy.safetensors        optional: an agent's weights that play the dream (config in config.json)
 
+A multi-task bundle (one world model over several tasks, :class:`wmsim.world_model.TaskSet`) also
+records ``tasks`` in ``config.json``: per task its name, env description and spaces, in the order of the
+model's task indices. Its start states hold the padded observations and a ``task (N,)`` int64 tensor
+naming each state's task. ``env`` and ``spaces`` at the top are the first task's.
+:meth:`Bundle.for_task` gives the bundle of one task, which the dreams take (``task=``).
+
 Loading is safetensors + JSON only (nothing is unpickled) and strict: the format version, the config
 schema and every tensor's name, shape and dtype are checked, and any mismatch names the file and what
 is wrong.
@@ -54,11 +60,20 @@ STORAGE_DTYPES = {name: getattr(torch, name) for name in STORAGE_DTYPE_NAMES}
 @dataclass
 class StartStates:
     """A bank of posterior states at real episode starts: ``obs (N, *obs_shape)``, ``deter (N, D)``,
-    ``stoch (N, S)`` class indices."""
+    ``stoch (N, S)`` class indices; for a multi-task model also ``task (N,)`` int64 task indices."""
 
     obs: torch.Tensor
     deter: torch.Tensor
     stoch: torch.Tensor
+    task: torch.Tensor | None = None
+
+    def select(self, rows: torch.Tensor, obs_size: int | None = None) -> StartStates:
+        """The states at ``rows`` (a bool mask or indices), observations cut to ``obs_size`` dims, no
+        task tensor (the bank of one task)."""
+        obs = self.obs[rows]
+        return StartStates(
+            obs[..., :obs_size] if obs_size is not None else obs, self.deter[rows], self.stoch[rows]
+        )
 
     def __len__(self) -> int:
         return int(self.deter.shape[0])
@@ -69,11 +84,35 @@ class StartStates:
         return State(self.deter[index].float(), stoch, torch.log(stoch.clamp_min(1e-8)))
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {
+        out = {
             "obs": self.obs.contiguous(),
             "deter": self.deter.float().contiguous(),
             "stoch": self.stoch.long().contiguous(),
         }
+        if self.task is not None:
+            out["task"] = self.task.long().contiguous()
+        return out
+
+
+@dataclass(frozen=True)
+class BundleTask:
+    """One task of a multi-task bundle: its name, the real env it stands for and that env's spaces
+    (JSON, as :func:`wmsim.envs.describe_spaces` writes them)."""
+
+    name: str
+    env_spec: EnvSpec
+    spaces: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "env": self.env_spec.to_dict(), "spaces": self.spaces}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> BundleTask:
+        if not isinstance(data, dict) or set(data) != {"name", "env", "spaces"}:
+            raise ValueError(f"task entry {str(data)[:80]!r}: expected the keys name, env and spaces")
+        if not isinstance(data["spaces"], dict) or set(data["spaces"]) != {"observation", "action"}:
+            raise ValueError(f"task {data['name']!r}: spaces must hold 'observation' and 'action'")
+        return cls(str(data["name"]), EnvSpec.from_dict(data["env"]), data["spaces"])
 
 
 @dataclass
@@ -90,10 +129,49 @@ class Bundle(BundleHubMixin):
     path: Path | None = None
     policy_tensors: dict[str, torch.Tensor] | None = None
     policy_config: dict[str, Any] | None = None
+    #: The tasks of a multi-task bundle (empty for a single-task one).
+    tasks: list[BundleTask] = field(default_factory=list)
+    #: The task this bundle is bound to (:meth:`for_task`), or None.
+    task: str | None = None
 
     @property
     def has_policy(self) -> bool:
         return self.policy_tensors is not None
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    def for_task(self, task: str) -> Bundle:
+        """The bundle of one task of a multi-task bundle: its model bound to the task (shared weights,
+        real sizes), the task's env, spaces and start states, and the bundle's policy (if any).
+        ``task``: a task name (``walker-walk``) or its env id (``dmc/walker-walk``); an unknown one
+        raises a ValueError listing the tasks."""
+        where = f"bundle {self.path}" if self.path is not None else "this bundle"
+        if not self.tasks:
+            raise ValueError(f"task={task!r}: {where} is single-task ({self.env_spec.id}); leave task out")
+        if self.task is not None:
+            raise ValueError(f"{where} is already bound to task {self.task!r}")
+        ids = [t.env_spec.id for t in self.tasks]
+        if task not in self.task_names and task not in ids:
+            raise ValueError(f"unknown task {task!r}: {where} holds the tasks {', '.join(self.task_names)}")
+        index = self.task_names.index(task) if task in self.task_names else ids.index(task)
+        entry = self.tasks[index]
+        model = self.model.for_task(index)
+        if self.start_states.task is None:
+            raise ValueError(f"{where}: its start states hold no task indices (StartStates.task)")
+        starts = self.start_states.select(self.start_states.task == index, model.io.obs_shape[0])
+        return Bundle(
+            model,
+            entry.env_spec,
+            entry.spaces,
+            starts,
+            self.info,
+            self.path,
+            self.policy_tensors,
+            self.policy_config,
+            task=entry.name,
+        )
 
     @property
     def config(self) -> WorldModelConfig:
@@ -101,8 +179,11 @@ class Bundle(BundleHubMixin):
 
 
 @torch.no_grad()
-def encode_start_states(model: WorldModel, obs: torch.Tensor) -> StartStates:
-    """Posterior states of first observations ``obs (N, *obs_shape)`` from the all-zero state.
+def encode_start_states(
+    model: WorldModel, obs: torch.Tensor, task: torch.Tensor | None = None
+) -> StartStates:
+    """Posterior states of first observations ``obs (N, *obs_shape)`` from the all-zero state; for a
+    multi-task model ``obs`` are padded and ``task (N,)`` holds their task indices.
 
     The categorical latents are sampled (seeded, reproducible), as the model saw them in training."""
     device = next(model.parameters()).device
@@ -111,10 +192,13 @@ def encode_start_states(model: WorldModel, obs: torch.Tensor) -> StartStates:
     prev = model.rssm.initial(n, device)
     action = torch.zeros(n, model.io.action_size, device=device)
     is_first = torch.ones(n, dtype=torch.bool, device=device)
+    task_d = task.to(device) if task is not None else None
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
-        post, _ = model.rssm.obs_step(prev, action, model.encode(obs_d), is_first)
-    return StartStates(obs.cpu(), post.deter.cpu(), post.stoch.argmax(-1).cpu())
+        post, _ = model.obs_step(prev, action, obs_d, is_first, task=task_d)
+    starts = StartStates(obs.cpu(), post.deter.cpu(), post.stoch.argmax(-1).cpu())
+    starts.task = task.long().cpu() if task is not None else None
+    return starts
 
 
 def save_bundle(
@@ -128,6 +212,7 @@ def save_bundle(
     *,
     weights_dtype: str = "float32",
     card: bool = True,
+    tasks: list[BundleTask] | None = None,
 ) -> Path:
     """Write a bundle into ``directory`` (created if needed). The new bundle is built in a temporary
     folder beside it and swapped in whole (:func:`wmsim.fileio.atomic_directory`), so a crash at any
@@ -140,7 +225,12 @@ def save_bundle(
         weights_dtype: storage of the world model's floating-point weights: ``float32`` (exact),
             ``float16`` or ``bfloat16`` (half the size; loading casts back to float32).
         card: write (or refresh) the ``README.md`` model card from the bundle's contents.
+        tasks: the tasks of a multi-task model, in the order of its task indices (their names must be
+            the model's); ``start_states.task`` then says which task each start state is of.
     """
+    if model.task is not None:
+        raise ValueError("this world model is bound to one task (for_task): save the multi-task model")
+    check_tasks(model, tasks or [], start_states.task)
     if weights_dtype not in STORAGE_DTYPES:
         raise ValueError(f"weights_dtype={weights_dtype!r}: choose one of {sorted(STORAGE_DTYPES)}")
     storage = STORAGE_DTYPES[weights_dtype]
@@ -150,12 +240,14 @@ def save_bundle(
         "wmsim_version": __version__,
         "env": env_spec.to_dict(),
         "spaces": spaces,
-        "io": model.io.to_dict(),
+        "io": model.full_io.to_dict(),
         "model": to_dict(model.config),
         "num_start_states": len(start_states),
         "weights_dtype": weights_dtype,
         "info": info or {},
     }
+    if tasks:
+        config["tasks"] = [t.to_dict() for t in tasks]
     weights = {name: _stored(t, storage) for name, t in model.state_dict().items()}
     tensors = {WEIGHTS_FILE: weights, START_STATES_FILE: start_states.tensors()}
     if policy is not None:
@@ -175,6 +267,45 @@ def save_bundle(
 
     atomic_directory(directory, write, carry_over=lambda name: name not in written)
     return Path(directory)
+
+
+def check_tasks(model: WorldModel, tasks: list[BundleTask], start_task: torch.Tensor | None) -> None:
+    """Raise a ValueError unless ``tasks`` (and the start states' task indices) fit the model's tasks:
+    the same names in the same order, spaces of the task's sizes, at least one start state per task."""
+    names = model.tasks
+    if [t.name for t in tasks] != names:
+        if not names:
+            raise ValueError(
+                f"the world model is single-task but {len(tasks)} task(s) were given"
+                f" ({', '.join(t.name for t in tasks)}): a task list needs a model built with io tasks"
+            )
+        raise ValueError(
+            f"the task list ({', '.join(t.name for t in tasks) or 'none'}) does not match the world model's"
+            f" tasks ({', '.join(names)}) in names and order"
+        )
+    if not names:
+        if start_task is not None:
+            raise ValueError("start states of a single-task model hold no task indices")
+        return
+    assert model.full_io.tasks is not None
+    for entry, spec in zip(tasks, model.full_io.tasks.tasks, strict=True):
+        obs, action = entry.spaces["observation"], entry.spaces["action"]
+        obs_shape, action_shape = list(obs.get("shape", [])), list(action.get("shape", []))
+        if action.get("type") != "Box" or obs_shape != [spec.obs_size] or action_shape != [spec.action_size]:
+            raise ValueError(
+                f"task {entry.name!r}: spaces observation {obs_shape}, action {action.get('type')}"
+                f" {action_shape}"
+                f" do not fit the model's task sizes ({spec.obs_size} observations, {spec.action_size}"
+                " continuous actions)"
+            )
+    if start_task is None:
+        raise ValueError("start states of a multi-task model need task indices (StartStates.task)")
+    counts = torch.bincount(start_task.long().clamp(0, len(names)), minlength=len(names) + 1)
+    if int(start_task.min()) < 0 or int(start_task.max()) >= len(names):
+        raise ValueError(f"start-state task indices outside [0, {len(names)})")
+    empty = [names[i] for i in range(len(names)) if int(counts[i]) == 0]
+    if empty:
+        raise ValueError(f"task(s) {empty} have no start states: a dream of them could not start")
 
 
 def write_safetensors(
@@ -207,12 +338,21 @@ def load_bundle(directory: str | os.PathLike, device: torch.device | str = "cpu"
         model_config = from_dict(WorldModelConfig, config["model"], path=".model")
         io = IOSpec.from_dict(config["io"])
         env_spec = EnvSpec.from_dict(config["env"])
+        tasks = [BundleTask.from_dict(item) for item in _task_list(config)]
+        model = WorldModel(model_config, io)
     except (ValueError, TypeError) as exc:
         raise BundleError(f"{path / CONFIG_FILE}: {exc}") from exc
-    model = WorldModel(model_config, io)
+    if [t.name for t in tasks] != model.tasks:
+        raise BundleError(
+            f"{path / CONFIG_FILE}: its task list ({', '.join(t.name for t in tasks) or 'none'}) does not"
+            " match"
+            f" the model's io tasks ({', '.join(model.tasks) or 'none: a single-task model'}): the bundle is"
+            " inconsistent (edited by hand, or mixed from two bundles); export it again"
+        )
     storage = STORAGE_DTYPES[config.get("weights_dtype", "float32")]
     weights = _load_safetensors(path / WEIGHTS_FILE)
     expected = {name: _stored(t, storage) for name, t in model.state_dict().items()}
+    _check_task_weights(path / WEIGHTS_FILE, weights, model)
     _check_tensors(path / WEIGHTS_FILE, weights, expected)
     _verify_checksum(path / WEIGHTS_FILE, config)
     _check_finite(path / WEIGHTS_FILE, weights)
@@ -224,11 +364,17 @@ def load_bundle(directory: str | os.PathLike, device: torch.device | str = "cpu"
         "deter": torch.empty(n, model_config.rssm.deter),
         "stoch": torch.empty(n, model_config.rssm.stoch, dtype=torch.int64),
     }
+    if tasks:
+        expected["task"] = torch.empty(n, dtype=torch.int64)
     _check_tensors(path / START_STATES_FILE, starts, expected)
     _verify_checksum(path / START_STATES_FILE, config)
     _check_finite(path / START_STATES_FILE, starts)
     if n and (starts["stoch"].min() < 0 or starts["stoch"].max() >= model_config.rssm.classes):
         raise BundleError(f"{path / START_STATES_FILE}: stoch class indices outside [0, classes)")
+    try:
+        check_tasks(model, tasks, starts.get("task"))
+    except ValueError as exc:
+        raise BundleError(f"{path}: {exc}: the bundle is inconsistent; export it again") from exc
     policy_tensors, policy_config = None, None
     if "policy" in config:
         policy_tensors = _load_safetensors(path / POLICY_FILE)
@@ -245,7 +391,32 @@ def load_bundle(directory: str | os.PathLike, device: torch.device | str = "cpu"
         path,
         policy_tensors,
         policy_config,
+        tasks,
     )
+
+
+def _task_list(config: dict[str, Any]) -> list[Any]:
+    tasks = config.get("tasks", [])
+    if not isinstance(tasks, list):
+        raise ValueError(f"'tasks' must be a list of task entries, got {type(tasks).__name__}")
+    return tasks
+
+
+def _check_task_weights(file: Path, weights: dict[str, torch.Tensor], model: WorldModel) -> None:
+    """A clear error when the weights hold task embeddings for another number of tasks than listed."""
+    found = weights.get("task_embed.weight")
+    names = model.tasks
+    if found is None and names:
+        raise BundleError(
+            f"{file} holds no task embedding but config.json lists {len(names)} tasks ({', '.join(names)}):"
+            " the weights are of a single-task model; the bundle is inconsistent"
+        )
+    if found is not None and len(found.shape) == 2 and found.shape[0] != len(names):
+        raise BundleError(
+            f"{file} holds task embeddings for {found.shape[0]} tasks but config.json lists {len(names)}"
+            f" ({', '.join(names) or 'none'}): the task list does not match the weights; export the bundle"
+            " again"
+        )
 
 
 def _verify_checksum(file: Path, config: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ CARD_FILE = "README.md"
 STORAGE_DTYPE_NAMES = ("float32", "float16", "bfloat16")
 #: Top-level keys of config.json: required ones, then optional ones.
 REQUIRED_KEYS = ("format", "format_version", "wmsim_version", "env", "spaces", "io", "model")
-OPTIONAL_KEYS = ("num_start_states", "weights_dtype", "checksums", "info", "policy", "onnx")
+OPTIONAL_KEYS = ("num_start_states", "weights_dtype", "checksums", "info", "policy", "onnx", "tasks")
 
 
 class BundleError(ValueError):

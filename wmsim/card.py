@@ -71,15 +71,21 @@ def store_commands(directory: str | os.PathLike, commands: list[str]) -> None:
     atomic_write_json(path, config)
 
 
-def usage_snippet(name: str | None, repo_id: str | None, env_id: str, local: str | None = None) -> str:
-    """Python that makes this model's dream with Gymnasium and steps it."""
+def usage_snippet(
+    name: str | None, repo_id: str | None, env_id: str, local: str | None = None, task: str | None = None
+) -> str:
+    """Python that makes this model's dream with Gymnasium and steps it (``task``: one task of a
+    multi-task model)."""
+    extra = f', task="{task}"' if task else ""
     if name:
-        make = f'env = gym.make("wmsim/{name}-dream")'
-        vec = f'vec = gym.make_vec("wmsim/{name}-dream", num_envs=256)'
+        make = f'env = gym.make("wmsim/{name}-dream"{extra})'
+        vec = f'vec = gym.make_vec("wmsim/{name}-dream", num_envs=256{extra})'
     else:
         source = repo_id or local or "path/to/bundle"
-        make = f'env = gym.make("wmsim/Dream", model="{source}")'
-        vec = f'vec = gym.make_vec("wmsim/Dream", num_envs=256, model="{source}")'
+        make = f'env = gym.make("wmsim/Dream", model="{source}"{extra})'
+        vec = f'vec = gym.make_vec("wmsim/Dream", num_envs=256, model="{source}"{extra})'
+    if task:
+        env_id = f"task {task}"
     return "\n".join(
         [
             "import gymnasium as gym",
@@ -138,13 +144,23 @@ def build_card(
         model_name=name or repo_id or shown.name,
         eval_results=eval_results or None,
     )
+    tasks = config.get("tasks") or []
+    first_task = tasks[0]["name"] if tasks else None
+    if tasks:
+        ids = [env_id_of(task) for task in tasks]
+        data.tags = [*(data.tags or [])[:-1], "multi-task", *(t.replace("/", "-") for t in ids)]
+        env_id = f"{len(tasks)} tasks ({', '.join(ids)})"
     sections = [
-        f"# {name or repo_id or shown.name}: a DreamerV2 world model of {env_id}",
+        f"# {name or repo_id or shown.name}: a"
+        + (" multi-task" if tasks else "")
+        + f" DreamerV2 world model of {env_id}",
         "A discrete world model (RSSM with"
         f" {config['model']['rssm']['stoch']}x{config['model']['rssm']['classes']} categorical latents)"
-        f" of `{env_id}`, packaged as a wmsim bundle: a Gymnasium environment that steps in latent space,"
+        f" of {env_id if tasks else f'`{env_id}`'}, packaged as a wmsim bundle: a Gymnasium environment"
+        " that steps in latent space,"
         " batched on a GPU or CPU.",
-        "## Usage\n\n```python\n" + usage_snippet(name, repo_id, env_id, str(shown)) + "\n```",
+        "## Usage\n\n```python\n" + usage_snippet(name, repo_id, env_id, str(shown), first_task) + "\n```",
+        _tasks_section(tasks),
         _model_section(config),
         _training_section(config),
         _fidelity_section(openloop),
@@ -182,6 +198,24 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except json.JSONDecodeError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def _tasks_section(tasks: list[dict[str, Any]]) -> str:
+    """A table of a multi-task model's tasks: name, real env and spaces (pass ``task=NAME``)."""
+    if not tasks:
+        return ""
+    rows = ["| task | env | observation | action |", "|---|---|---|---|"]
+    for task in tasks:
+        obs, action = task["spaces"]["observation"], task["spaces"]["action"]
+        rows.append(
+            f"| `{task['name']}` | `{env_id_of(task)}` | vector {tuple(obs.get('shape', []))} |"
+            f" continuous ({(action.get('shape') or ['?'])[0]}) |"
+        )
+    return (
+        "## Tasks\n\nOne model for every task below: observations and actions are zero-padded to the"
+        " largest and a learned task embedding conditions the encoder, the transition and the heads."
+        " A dream is made for one task (`task=NAME`) and speaks its real spaces.\n\n" + "\n".join(rows)
+    )
 
 
 def _model_section(config: dict[str, Any]) -> str:
@@ -229,7 +263,13 @@ def _training_section(config: dict[str, Any]) -> str:
             )
     if "dream_training" in info:
         dream = info["dream_training"]
-        facts.append(f"- policy: DreamerV2 actor-critic, {dream.get('updates')} updates inside the dream")
+        if dream.get("learner") == "pwm":
+            task = f" for task {dream['task']}" if dream.get("task") else ""
+            facts.append(
+                f"- policy: PWM first-order actor{task}, {dream.get('updates')} updates inside the dream"
+            )
+        else:
+            facts.append(f"- policy: DreamerV2 actor-critic, {dream.get('updates')} updates inside the dream")
     parts.append("\n".join(facts) if facts else "No training record in the bundle.")
     return "\n\n".join(parts)
 

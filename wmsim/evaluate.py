@@ -161,7 +161,9 @@ def _open_loop(
     is_first[:, 0] = True
     batch = {key: torch.as_tensor(value, device=device) for key, value in arrays.items()}
     embed = model.encode(batch["obs"])
-    posts, _ = model.rssm.observe(embed, batch["action"].float(), torch.as_tensor(is_first, device=device))
+    posts, _ = model.rssm.observe(
+        embed, model.transition_input(batch["action"].float()), torch.as_tensor(is_first, device=device)
+    )
 
     # Cut points: predict steps c .. c + horizon - 1 from the posterior at c - 1.
     cuts = [(i, c) for i, n in enumerate(lengths) for c in range(context, n, stride)]
@@ -172,7 +174,7 @@ def _open_loop(
     steps = (cut_idx[:, None] + offsets[None]).clamp(max=max_len - 1)  # (N, H)
     valid = (cut_idx[:, None] + offsets[None]) < torch.as_tensor(lengths, device=device)[ep_idx][:, None]
     actions = batch["action"].float()[ep_idx[:, None], steps]
-    pred = model.rssm.imagine(start, actions)
+    pred = model.rssm.imagine(start, model.transition_input(actions))
     feat = pred.feat
     pred_obs = model.obs_from_output(model.decode(feat))
     real_obs = batch["obs"][ep_idx[:, None], steps]
@@ -260,7 +262,7 @@ def one_step_events(
         < torch.as_tensor(lengths, device=batch["reward"].device)[:, None]
     )
     prev = posts.map(lambda t: t[:, :-1].flatten(0, 1))
-    state = model.rssm.img_step(prev, batch["action"][:, 1:].float().flatten(0, 1))
+    state = model.rssm.img_step(prev, model.transition_input(batch["action"][:, 1:].float().flatten(0, 1)))
     feat = state.feat
     pred_reward = model.reward(feat).reshape(valid.shape)
     pred_end = (model.continue_prob(feat) < 0.5).reshape(valid.shape)

@@ -317,6 +317,11 @@ def export_onnx(
         bundle = load_bundle(path)
     except BundleError as exc:
         raise BundleError(f"cannot export {path} to ONNX: {exc}") from exc
+    if bundle.tasks:
+        raise ValueError(
+            f"cannot export {path} to ONNX: it is a multi-task bundle ({', '.join(bundle.task_names)}), and"
+            " the ONNX graphs and the onnxruntime backend are single-task; dream it with backend='torch'"
+        )
     target = Path(out) if out is not None else path / DEFAULT_SUBDIR
     in_bundle = _inside(target, path)
     specs = graph_specs(ModelDims.from_config(read_bundle_config(path), path / CONFIG_FILE))

@@ -101,6 +101,7 @@ class BundleHubMixin:
             policy,
             weights_dtype=weights_dtype,
             card=False,
+            tasks=bundle.tasks,
         )
         source = Path(bundle.path) if bundle.path is not None else None
         if source is not None and source.resolve() != target.resolve():

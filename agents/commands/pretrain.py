@@ -19,7 +19,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse
         "pretrain",
         help="pretrain a world model on offline data (random, scripted or mixed behaviour)",
         description="Collect --data_steps real steps with a behaviour policy, fit the world model for"
-        " --updates steps and write LOGDIR/bundle. Run the same command again to resume.",
+        " --updates steps and write LOGDIR/bundle. Run the same command again to resume. With --tasks"
+        " (several env ids) one multi-task model is fitted on the data of every task (docs/multitask.md).",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--preset", default="small", help="world-model preset: small (default), tiny, atari, ...")
@@ -69,10 +70,10 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..offline import OfflinePretrainer
+    from ..offline import make_pretrainer
 
     config = config_from_args(args)
-    trainer = OfflinePretrainer(config, progress=not args.quiet)
+    trainer = make_pretrainer(config, progress=not args.quiet)
     stats = trainer.collect()
     print(
         f"dataset: {stats['steps']} steps, {stats['episodes']} episodes,"

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from wmsim.bundle import Bundle, save_bundle
 from wmsim.config import check_at_least, to_dict
 from wmsim.dream import DreamSimulator
+from wmsim.dream.simulator import bundle_for_task
 from wmsim.rssm import State
 from wmsim.world_model import WorldModel, batch_to_torch
 
@@ -108,6 +109,7 @@ def train_in_world_model(
     progress: bool = True,
     eval_every: int = 0,
     eval_episodes: int = 5,
+    task: str | None = None,
 ) -> DreamTrainResult:
     """Train a fresh DreamerV2 actor-critic for ``updates`` updates on dreams of ``bundle``'s model and
     write the bundle with its policy to ``out`` (default: the bundle's own directory).
@@ -116,7 +118,8 @@ def train_in_world_model(
     ``replay`` (a replay directory of the model's env) when given, otherwise from ``pool`` parallel
     dreamed episodes (see the module docstring). With ``eval_every``, every that many updates (and at
     the end) the policy plays ``eval_episodes`` real episodes and the critic is compared with the
-    discounted returns that followed (:func:`critic_calibration`): the result's ``curve``.
+    discounted returns that followed (:func:`critic_calibration`): the result's ``curve``. ``task``: the
+    task of a multi-task bundle to learn (required there); the policy records it.
     """
     check_at_least("updates", updates, 1)
     check_at_least("pool", pool, 1)
@@ -124,6 +127,9 @@ def train_in_world_model(
     check_at_least("eval_episodes", eval_episodes, 1)
     if bundle.path is None and out is None:
         raise ValueError("the bundle was not loaded from a directory: pass out=<directory>")
+    if bundle.task is not None:
+        raise ValueError("pass the whole multi-task bundle and task=..., not a bundle bound to one task")
+    whole, bundle = bundle, bundle_for_task(bundle, task)
     torch.manual_seed(seed)
     sim = DreamSimulator(bundle, pool, device=device, autoreset="same_step", seed=seed)
     data = open_replay_for(bundle, replay, seed) if replay is not None else None
@@ -153,10 +159,11 @@ def train_in_world_model(
             evaluating += time.perf_counter() - tick
     summary = {k: float(v) for k, v in metrics.items()}
     summary["updates_per_s"] = updates / max(time.perf_counter() - start - evaluating, 1e-9)
-    target = Path(out) if out is not None else Path(str(bundle.path))
+    target = Path(out) if out is not None else Path(str(whole.path))
     info = {
-        **bundle.info,
+        **whole.info,
         "dream_training": {
+            "task": bundle.task,
             "updates": updates,
             **(
                 {"starts": "replay", "replay_steps": len(data), "batch_size": batch_size, "seq_len": seq_len}
@@ -169,14 +176,18 @@ def train_in_world_model(
             **({"curve": curve} if curve else {}),
         },
     }
+    tensors, policy_config = policy_for_bundle(agent)
+    if bundle.task is not None:
+        policy_config["task"] = bundle.task
     save_bundle(
         target,
-        bundle.model,
-        bundle.env_spec,
-        bundle.spaces,
-        bundle.start_states,
+        whole.model,
+        whole.env_spec,
+        whole.spaces,
+        whole.start_states,
         info,
-        policy_for_bundle(agent),
+        (tensors, policy_config),
+        tasks=whole.tasks,
     )
     log.info("dream-trained policy written to %s: %s", target, json.dumps(summary))
     return DreamTrainResult(updates, target, summary, curve)

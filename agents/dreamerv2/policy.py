@@ -3,6 +3,7 @@ and the actor picks actions from them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -29,7 +30,7 @@ class RealEnvPolicy:
     def __init__(
         self,
         world_model: WorldModel,
-        actor: Actor,
+        actor: Actor | Callable[[torch.Tensor], Any],
         action_space: gym.Space,
         to_model_action: Any,
         mode: bool = False,
@@ -74,13 +75,12 @@ class RealEnvPolicy:
     def act(self, obs: np.ndarray) -> Any:
         """The env action for observation ``obs`` (an int or a float32 array)."""
         wm = self.world_model
-        embed = wm.encode(torch.as_tensor(np.asarray(obs)[None], device=self.device))
         first = self.state is None
         prev = self.state if self.state is not None else wm.rssm.initial(1, self.device)
-        self.state, _ = wm.rssm.obs_step(
+        self.state, _ = wm.obs_step(
             prev,
             self.prev_action,
-            embed,
+            torch.as_tensor(np.asarray(obs)[None], device=self.device),
             torch.tensor([first], device=self.device),
             noise=(self._noise(), self._noise()),
         )

@@ -19,8 +19,9 @@ class DreamEnv(gym.Env):
     """One dreamed episode at a time: a :class:`DreamVectorEnv` of one sub-env without autoreset.
 
     Takes the keyword arguments of :class:`DreamVectorEnv` (``backend``, ``device``, ``obs_mode``,
-    ``dtype``, ``time_limit``, ``termination``, ``render_mode``, ``seed``, the onnxruntime options)
-    except the autoreset mode: a Gymnasium ``Env`` does not reset itself. Actions are the real env's:
+    ``dtype``, ``time_limit``, ``termination``, ``render_mode``, ``seed``, ``task`` for a multi-task
+    bundle, the onnxruntime options) except the autoreset mode: a Gymnasium ``Env`` does not reset
+    itself. Actions are the real env's:
     an int for a discrete model, a float32 array ``(A,)`` for a continuous one.
     """
 

@@ -103,6 +103,12 @@ class OrtModel:
     ) -> None:
         self.path = resolve_model_dir(model)
         self.config = read_bundle_config(self.path)
+        if self.config.get("tasks") or "tasks" in self.config.get("io", {}):
+            names = [t.get("name") for t in self.config.get("tasks", []) if isinstance(t, dict)]
+            raise BundleError(
+                f"{self.path} is a multi-task bundle ({', '.join(map(str, names))}): the onnxruntime backend"
+                " runs single-task bundles only; use backend='torch' with task=..."
+            )
         self.dims = ModelDims.from_config(self.config, self.path)
         self.specs = graph_specs(self.dims)
         self.record: OnnxRecord = find_record(self.path, self.config, onnx_dir)
@@ -281,9 +287,15 @@ class OrtSimulator(DreamBackend):
         providers: list[Any] | None = None,
         onnx_dir: str | os.PathLike | None = None,
         threads: int | None = None,
+        task: str | None = None,
     ) -> None:
         num_envs = check_num_envs(num_envs)
         check_time_limit(time_limit)
+        if task is not None:
+            raise ValueError(
+                f"task={task!r}: the onnxruntime backend runs single-task bundles only; dream the tasks of a"
+                " multi-task bundle with backend='torch'"
+            )
         if dtype != "float32":
             raise ValueError(
                 f"dtype={dtype!r}: the onnxruntime backend runs the exported float32 graphs; use"

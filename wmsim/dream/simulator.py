@@ -39,13 +39,33 @@ def _dtype(dtype: str | torch.dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def bundle_for_task(bundle: Bundle, task: str | None) -> Bundle:
+    """The bundle a dream of ``task`` runs: the task's bundle of a multi-task bundle, or ``bundle``
+    itself; a ValueError lists the tasks when ``task`` is missing or unknown, or says the bundle has
+    none."""
+    if bundle.task is not None and task in (None, bundle.task):
+        return bundle
+    if task is None:
+        if bundle.tasks:
+            raise ValueError(
+                f"this world model is multi-task: pass task= one of {', '.join(bundle.task_names)}"
+                ' (gym.make("wmsim/Dream", model=..., task=...))'
+            )
+        return bundle
+    if not isinstance(task, str):
+        raise ValueError(f"task={task!r} must be a task name (a string)")
+    return bundle.for_task(task)
+
+
 class DreamSimulator(DreamBackend):
     """``num_envs`` dreamed episodes of one world model, batched on ``device`` (the torch backend).
 
     - :meth:`reset` draws start states from the bundle's bank (reproducible from ``seed``);
     - :meth:`step` applies the prior transition, the reward and discount heads, the time limit and the
       autoreset mode (see :meth:`~wmsim.dream.backend.DreamBackend.step`);
-    - ``differentiable=True`` keeps the autograd graph through steps.
+    - ``differentiable=True`` keeps the autograd graph through steps;
+    - ``task=`` picks the task of a multi-task bundle (required there): the dream then speaks that
+      task's real action and observation sizes and pads them for the model inside.
 
     The latent state is ``deter (B, D)`` and ``stoch (B, S, K)`` in ``dtype``; :attr:`feat` is their
     concatenation ``(B, D + S*K)``, the ``latent`` observation.
@@ -65,10 +85,11 @@ class DreamSimulator(DreamBackend):
         autoreset: str = "next_step",
         seed: int | None = None,
         dtype: str | torch.dtype = torch.float32,
+        task: str | None = None,
     ) -> None:
         num_envs = check_num_envs(num_envs)
         check_time_limit(time_limit)
-        bundle = resolve_model(bundle)
+        bundle = bundle_for_task(resolve_model(bundle), task)
         compute = _dtype(dtype)
         self.device = resolve_device(device)
         # A private copy: the bundle's model may be shared (cached) by envs on other devices or dtypes.
@@ -131,6 +152,7 @@ class DreamSimulator(DreamBackend):
     ) -> torch.Tensor:
         model, d, dtype = self.model, self.dims, self.deter.dtype
         n = obs.shape[0]
+        obs = obs.to(self.device)
         if feat is None or action is None:
             prev = model.rssm.initial(n, self.device).map(lambda t: t.to(dtype))
             action_vec = torch.zeros(n, d.action_size, device=self.device, dtype=dtype)
@@ -140,13 +162,12 @@ class DreamSimulator(DreamBackend):
             prev = State(deter, stoch, stoch)
             action_vec = model.one_hot(action).to(dtype)
             first = torch.zeros(n, dtype=torch.bool, device=self.device)
-        embed = model.encoder(model.prepare_obs(obs.to(self.device)).to(dtype))
         # two draws, the prior's sample (which the posterior does not use) and the posterior's, so a
         # seed gives the filter the same samples as ever
         noise = [
             torch.rand(n, d.stoch, d.classes, device=self.device, generator=self.generator) for _ in range(2)
         ]
-        post, _ = model.rssm.obs_step(prev, action_vec, embed, first, noise=(noise[0], noise[1]))
+        post, _ = model.obs_step(prev, action_vec, obs, first, noise=(noise[0], noise[1]))
         return post.feat
 
     def seed(self, seed: int) -> None:
