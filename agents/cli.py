@@ -407,7 +407,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _results_folder(json_path: str) -> None:
+    """Create the folder of a benchmark's results before the benchmark runs (so minutes of timing are
+    never lost to a missing folder); a path that cannot hold them is named before any work."""
+    folder = Path(json_path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SystemExit(
+            f"wmsim bench: --json {json_path}: cannot create the folder {folder}: {error}"
+        ) from None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    _results_folder(args.json)
     if args.what == "dream":
         return _bench_dream(args)
     if args.nproc:

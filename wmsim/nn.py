@@ -120,7 +120,10 @@ class SegmentLinear(nn.Linear):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         exporting = torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
-        if not _FAST.enabled or exporting or inputs.device.type != "cpu":
+        # Under bf16 autocast the dense product is faster than the gather (measured on AVX512-BF16:
+        # docs/benchmarks/train_full_cpu.md), so the fast path is for fp32 only.
+        autocast = torch.is_autocast_enabled("cpu")
+        if not _FAST.enabled or exporting or autocast or inputs.device.type != "cpu":
             return super().forward(inputs)
         batch_shape = inputs.shape[:-1]
         flat = inputs.reshape(-1, inputs.shape[-1])

@@ -143,3 +143,13 @@ def test_export_onnx_into_a_folder_it_cannot_write_names_the_path(
     err = capsys.readouterr().err
     assert f"{out}: Permission denied" in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_bench_results_go_to_a_new_folder_or_are_refused_before_any_timing(tmp_path: Path) -> None:
+    from agents.cli import _results_folder
+
+    _results_folder(str(tmp_path / "new" / "deeper" / "train.json"))
+    assert (tmp_path / "new" / "deeper").is_dir()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit, match=r"--json .*file/x.json: cannot create the folder"):
+        _results_folder(str(tmp_path / "file" / "x.json"))
