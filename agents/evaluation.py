@@ -106,11 +106,16 @@ def evaluate_policy_in_real(
             return agent.predict(obs, deterministic=mode)[0]
 
         name = f"SB3 {type(agent).__name__} ({Path(sb3).name})"
-    elif pwm:
-        from .pwm import learner_from_bundle
+    else:
+        if pwm:
+            from .pwm import learner_from_bundle
 
-        _, learner = learner_from_bundle(bundle, device)
-        pwm_policy = RealEnvPolicy(
+            learner: Any = learner_from_bundle(bundle, device)[1]
+            name = "PWM policy" + (f" ({bundle.task})" if bundle.task else "")
+        else:
+            learner = agent_from_bundle(bundle, device)
+            name = "DreamerV2 policy"
+        policy = RealEnvPolicy(
             bundle.model.to(device),
             learner.actor,
             env.action_space,
@@ -119,21 +124,7 @@ def evaluate_policy_in_real(
             seed=seed,
         )
         play_env = env
-        act, reset = pwm_policy.act, pwm_policy.reset
-        name = "PWM policy" + (f" ({bundle.task})" if bundle.task else "")
-    else:
-        actor_critic = agent_from_bundle(bundle, device)
-        policy = RealEnvPolicy(
-            bundle.model.to(device),
-            actor_critic.actor,
-            env.action_space,
-            actor_critic.to_model_action,
-            mode=mode,
-            seed=seed,
-        )
-        play_env = env
         act, reset = policy.act, policy.reset
-        name = "DreamerV2 policy"
     try:
         returns = play_episodes(play_env, act, episodes, seed, on_reset=reset)
     finally:
