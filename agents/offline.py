@@ -91,6 +91,14 @@ class PretrainConfig:
         },
     )
     task_embed: int = field(default=32, metadata={"help": "size of the learned task embedding (--tasks)"})
+    init_from: str = field(
+        default="",
+        metadata={
+            "help": "a bundle (folder or registered name, e.g. Pong) whose world-model weights start"
+            " this run: fine-tuning on this run's data, e.g. with new loss weights; the model's"
+            " architecture and spaces must be the bundle's"
+        },
+    )
     model: WorldModelConfig = field(default_factory=lambda: model_preset("small"))
 
     def __post_init__(self) -> None:
@@ -319,6 +327,8 @@ class OfflinePretrainer:
             self.load_data_state(state)
             torch.set_rng_state(extra["torch_rng"].to(torch.uint8))
             log.info("resumed %s at update %d", self.logdir, self.updates)
+        elif c.init_from:
+            self.start_from_bundle(c.init_from)
         rewind_logs(self.logdir, "update", self.updates)  # a killed run's rows past the checkpoint
         metrics: dict[str, float] = {}
         start = time.perf_counter()
@@ -363,6 +373,27 @@ class OfflinePretrainer:
         bar.close()
         self.wall_clock["fit_seconds_this_session"] = time.perf_counter() - start
         return metrics
+
+    def start_from_bundle(self, name: str) -> None:
+        """Copy the world-model weights of bundle ``name`` (a folder or registered name) into this
+        run's fresh model, for fine-tuning. Refused unless every tensor matches in name and shape."""
+        from wmsim.registry import resolve_model
+
+        theirs = resolve_model(name).model.state_dict()
+        ours = self.model.state_dict()
+        differ = sorted(
+            k
+            for k in ours.keys() | theirs.keys()
+            if k not in ours or k not in theirs or ours[k].shape != theirs[k].shape
+        )
+        if differ:
+            raise ValueError(
+                f"--init_from {name}: its world model differs from this run's in {len(differ)} tensors"
+                f" (e.g. {differ[0]}): give the bundle's model settings (its config.json 'model',"
+                " e.g. --preset atari_cpu for Pong) and its env, or another bundle"
+            )
+        self.model.load_state_dict(theirs)
+        log.info("started from the world model of %s", name)
 
     # ------------------------------------------------------------------ 3. bundle
     def write_bundle(self, directory: str | os.PathLike | None = None) -> Path:

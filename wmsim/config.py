@@ -109,6 +109,10 @@ class LossConfig:
     weights the squared error of *object pixels* (those where the target or the prediction lies at
     least ``OBJECT_THRESHOLD`` from the batch's median frame) by this factor, so that small moving
     objects (Pong's ball: about 3 of 4096 pixels) are not drowned by the static background.
+    ``reward_event_scale`` is not in the paper either (1.0 leaves the loss unchanged): it weights the
+    squared reward error of steps with a non-zero reward by this factor, so that sparse rewards (Pong's
+    points: about 1 step in 100) are not drowned by the all-zero majority. The reported
+    ``reward_loss`` stays the unweighted NLL.
     """
 
     kl_balance: float = 0.8
@@ -118,10 +122,12 @@ class LossConfig:
     reward_scale: float = 1.0
     discount_scale: float = 5.0
     object_scale: float = 1.0
+    reward_event_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.object_scale >= 1.0:
-            raise ValueError(f"object_scale={self.object_scale!r}: use 1.0 (DreamerV2) or more")
+        for name in ("object_scale", "reward_event_scale"):
+            if not getattr(self, name) >= 1.0:
+                raise ValueError(f"{name}={getattr(self, name)!r}: use 1.0 (DreamerV2) or more")
 
 
 @dataclass(frozen=True)

@@ -418,7 +418,9 @@ class WorldModel(nn.Module):
         """DreamerV2's world-model loss on a batch of sequences.
 
         ``loss = kl_scale * KL_balanced + image_scale * NLL(obs) + reward_scale * NLL(reward)
-                 + discount_scale * NLL(discount)``, each NLL averaged over batch and time.
+                 + discount_scale * NLL(discount)``, each NLL averaged over batch and time; the image
+        and reward NLLs the optimiser sees carry ``LossConfig``'s object and reward-event weights
+        when those are set (the metrics report the unweighted NLLs).
         For a multi-task batch the observation error counts each task's real dimensions only.
         Returns ``(loss, posterior states (B, T, ...), metrics)``; the metrics are detached tensors
         gathered lazily by the caller to avoid a host sync per term.
@@ -445,9 +447,18 @@ class WorldModel(nn.Module):
             weight = object_weight(target_obs, pred_obs.detach(), c.loss.object_scale)
             fitted_obs_nll = 0.5 * (weight * squared_error).sum(obs_dims).mean()
         reward_target = self.transform_reward(batch["reward"].float())
-        reward_nll = 0.5 * (self.reward(feat, task).float() - reward_target).pow(2).mean()
+        reward_error = (self.reward(feat, task).float() - reward_target).pow(2)
+        reward_nll = 0.5 * reward_error.mean()
+        fitted_reward_nll = reward_nll
+        if c.loss.reward_event_scale != 1.0:
+            event = (batch["reward"] != 0).to(reward_error.dtype)
+            fitted_reward_nll = (
+                0.5 * ((1.0 + (c.loss.reward_event_scale - 1.0) * event) * reward_error).mean()
+            )
         loss = (
-            c.loss.kl_scale * kl_loss + c.loss.image_scale * fitted_obs_nll + c.loss.reward_scale * reward_nll
+            c.loss.kl_scale * kl_loss
+            + c.loss.image_scale * fitted_obs_nll
+            + c.loss.reward_scale * fitted_reward_nll
         )
         metrics: dict[str, torch.Tensor] = {
             "kl": kl.mean().detach(),

@@ -9,6 +9,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 from agents import behaviours
 from agents.behaviours import (
@@ -143,6 +144,38 @@ def test_loss_weights_may_change_between_stages_of_a_run(
     assert stages == [stage, {"from_update": 10, "loss": {"object_scale": [1.0, 5.0]}}]
     # the architecture is still fixed for the run
     assert main([*args, "--updates", "10", "--model.rssm.deter", "24"]) == 2
+
+
+def test_init_from_starts_a_new_run_from_a_bundles_world_model(tmp_path: Path) -> None:
+    base = ["pretrain", "--preset", "tiny", "--env", "CartPole-v1", "--data_steps", "400", "--seq_len", "8"]
+    base += ["--quiet"]
+    assert main([*base, "--logdir", str(tmp_path / "a"), "--updates", "5"]) == 0
+    source = load_bundle(tmp_path / "a" / "bundle").model.state_dict()
+    # with a learning rate of 1e-12 the fine-tuned model is the source (but for 1e-6 weight decay)
+    tuned = [*base, "--seed", "1", "--model.optim.lr", "1e-12", "--init_from", str(tmp_path / "a" / "bundle")]
+    assert main([*tuned, "--logdir", str(tmp_path / "b"), "--updates", "2"]) == 0
+    result = load_bundle(tmp_path / "b" / "bundle")
+    assert result.info["pretrain_config"]["init_from"] == str(tmp_path / "a" / "bundle")
+    for name, tensor in result.model.state_dict().items():
+        assert torch.allclose(tensor, source[name], rtol=1e-4, atol=1e-6), name
+    fresh = [
+        *base,
+        "--seed",
+        "1",
+        "--model.optim.lr",
+        "1e-12",
+        "--logdir",
+        str(tmp_path / "c"),
+        "--updates",
+        "2",
+    ]
+    assert main(fresh) == 0
+    weights = load_bundle(tmp_path / "c" / "bundle").model.state_dict()
+    assert not all(torch.allclose(weights[k], source[k]) for k in source)
+    # another architecture is refused before any update
+    other = [*base, "--model.rssm.deter", "24", "--init_from", str(tmp_path / "a" / "bundle")]
+    assert main([*other, "--logdir", str(tmp_path / "d"), "--updates", "2"]) == 2
+    assert not (tmp_path / "d" / "bundle").exists()
 
 
 def test_add_data_grows_the_dataset_with_a_dream_trained_policy(

@@ -205,6 +205,30 @@ def test_object_scale_weights_only_object_pixels_of_images(io: IOSpec) -> None:
         apply_overrides(model_preset("tiny"), {"loss.object_scale": 0.5})
 
 
+def test_reward_event_scale_weights_only_steps_with_a_reward() -> None:
+    torch.manual_seed(0)
+    plain = WorldModel(model_preset("tiny"), VECTOR_IO)
+    weighted = WorldModel(apply_overrides(model_preset("tiny"), {"loss.reward_event_scale": 20.0}), VECTOR_IO)
+    weighted.load_state_dict(plain.state_dict())
+    batch = _batch(VECTOR_IO, t=8)
+    batch["reward"] = torch.zeros_like(batch["reward"])
+    batch["reward"][0, 3] = 1.0
+    batch["reward"][1, 5] = -1.0
+    torch.manual_seed(1)
+    loss, posts, metrics = plain.loss(batch)
+    torch.manual_seed(1)
+    weighted_loss, _, weighted_metrics = weighted.loss(batch)
+    assert torch.allclose(metrics["reward_loss"], weighted_metrics["reward_loss"])  # reported unweighted
+    with torch.no_grad():
+        error = (plain.reward(posts.feat) - plain.transform_reward(batch["reward"])).pow(2)
+    # only the two scoring steps gain weight: 19 more times their half squared error, over all B * T
+    extra = 0.5 * 19.0 * (error[0, 3] + error[1, 5]) / error.numel()
+    assert extra > 0
+    assert torch.allclose(weighted_loss - loss, extra, rtol=1e-4)
+    with pytest.raises(ValueError, match="reward_event_scale"):
+        apply_overrides(model_preset("tiny"), {"loss.reward_event_scale": 0.5})
+
+
 def test_layers_start_glorot_uniform_with_zero_biases() -> None:
     # DreamerV2's Keras defaults; PyTorch's own draw U(+-1/sqrt(fan_in)) weights and non-zero biases.
     torch.manual_seed(0)
