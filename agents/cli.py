@@ -96,7 +96,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 
 def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="open-loop evaluation of a bundle on held-out real episodes")
-    p.add_argument("bundle", help="a bundle directory (e.g. runs/x/bundle)")
+    p.add_argument("bundle", help="a bundle directory (e.g. runs/x/bundle) or known model name (Pong)")
     p.add_argument("--episodes", type=int_at_least(1), default=10)
     p.add_argument("--context", type=int_at_least(1), default=5)
     p.add_argument("--horizon", type=int_at_least(1), default=50)
@@ -110,7 +110,12 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
         choices=["random", "scripted", "mixed"],
         help="who plays the held-out episodes (scripted players score points random play never does)",
     )
-    p.add_argument("--out", default=None, help="folder for openloop.png/json (default: the bundle)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="folder for openloop.png/json (default: the bundle directory; for a model name,"
+        " runs/evaluate-NAME)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--task", default=None, help="the task of a multi-task bundle to evaluate")
 
@@ -379,17 +384,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from wmsim.bundle import load_bundle
     from wmsim.devices import resolve_device
     from wmsim.evaluate import format_table
+    from wmsim.registry import resolve_model_dir
 
     from .behaviours import check_behaviour
     from .train import evaluate_model
 
-    bundle = load_bundle(args.bundle, device=resolve_device(args.device))
+    given = Path(args.bundle)
+    folder = given if given.is_dir() else resolve_model_dir(args.bundle)
+    bundle = load_bundle(folder, device=resolve_device(args.device))
     if bundle.tasks or args.task is not None:
         from wmsim.dream.simulator import bundle_for_task
 
         bundle = bundle_for_task(bundle, args.task)
     check_behaviour(args.behaviour, bundle.env_spec.id)
-    out = ensure_directory(Path(args.out) if args.out else Path(args.bundle), "--out")
+    # a model name's bundle lies in the package or the Hub cache: never write there by default
+    default_out = given if given.is_dir() else Path("runs") / f"evaluate-{given.name}"
+    out = ensure_directory(Path(args.out) if args.out else default_out, "--out")
     result = evaluate_model(
         bundle.model,
         bundle.env_spec,

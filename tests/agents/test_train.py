@@ -137,7 +137,7 @@ def test_logdir_of_another_run_is_refused(tmp_path: Path) -> None:
         (["train", "--preset", "smal"], "Did you mean 'small'"),
         (["train", "--preset", "tiny", "--env", "NoSuchEnv-v0"], "unknown environment id 'NoSuchEnv-v0'"),
         (["train", "--preset", "tiny", "--device", "tpu9"], "device 'tpu9'"),
-        (["evaluate", "/nonexistent/bundle"], "no bundle directory"),
+        (["evaluate", "/nonexistent/bundle"], "unknown model '/nonexistent/bundle': pass a bundle directory"),
     ],
 )
 def test_cli_bad_input_gets_a_clear_error(
@@ -147,6 +147,20 @@ def test_cli_bad_input_gets_a_clear_error(
         argv = [*argv, "--logdir", str(tmp_path / "x"), "--quiet"]
     assert cli_main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_evaluate_takes_a_model_name_and_never_writes_into_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from wmsim.registry import resolve_model_dir
+
+    shipped = resolve_model_dir("CartPole") / "openloop.json"
+    before = shipped.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["evaluate", "CartPole", "--episodes", "2", "--horizon", "3", "--device", "cpu"]) == 0
+    assert (tmp_path / "runs" / "evaluate-CartPole" / "openloop.json").exists()
+    assert shipped.read_bytes() == before
+    assert "openloop.json" in capsys.readouterr().out
 
 
 def test_cli_options_are_generated_from_the_config(tmp_path: Path) -> None:
