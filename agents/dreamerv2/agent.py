@@ -132,6 +132,7 @@ class ActorCritic(nn.Module):
         steps without building a graph (nothing is differentiated through it).
         """
         through_dynamics = self.gradient != "reinforce" and torch.is_grad_enabled()
+        gamma = self.config.discount or world_model.config.discount
         state = start
         feats, actions, outputs, rewards, discounts = [start.feat], [], [], [], []
         for _ in range(horizon):
@@ -144,11 +145,11 @@ class ActorCritic(nn.Module):
             actions.append(action)
             outputs.append(output)
             rewards.append(reward)
-            discounts.append(cont * world_model.config.discount)
+            discounts.append(cont * gamma)
         if is_terminal is not None:
-            first_cont = (1.0 - is_terminal.reshape(-1).to(feats[0].dtype)) * world_model.config.discount
+            first_cont = (1.0 - is_terminal.reshape(-1).to(feats[0].dtype)) * gamma
         else:
-            first_cont = world_model.continue_prob(start.feat) * world_model.config.discount
+            first_cont = world_model.continue_prob(start.feat) * gamma
         reward_0 = torch.zeros_like(rewards[0])
         return (
             torch.stack(feats),

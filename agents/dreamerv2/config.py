@@ -23,7 +23,9 @@ class ActorCriticConfig:
     official one-hot categorical (discrete) or truncated normal (continuous); see
     :class:`~agents.dreamerv2.networks.Actor`. ``imag_starts`` (not in the paper, which imagines
     from all ``B * T`` posterior states of the world-model batch: ``0``) imagines from that many of
-    them, drawn at random, to cut the actor-critic's arithmetic on a CPU.
+    them, drawn at random, to cut the actor-critic's arithmetic on a CPU. ``discount`` (not in the
+    paper, where one ``gamma`` serves both) is the behaviour learner's ``gamma``, applied to the
+    world model's continue probability; ``0`` uses the world model's own discount.
     """
 
     horizon: int = 15
@@ -45,8 +47,11 @@ class ActorCriticConfig:
     min_std: float = 0.1
     slow_target_update: int = 100
     slow_target_fraction: float = 1.0
+    discount: float = 0.0
 
     def __post_init__(self) -> None:
+        if not (self.discount == 0.0 or 0.0 < self.discount <= 1.0):
+            raise ValueError(f"discount={self.discount}: use 0 (the world model's) or a value in (0, 1]")
         check_choice("actor_grad", self.actor_grad, ACTOR_GRADS)
         check_choice("actor_dist", self.actor_dist, ACTOR_DISTS)
         if self.horizon < 1:

@@ -110,6 +110,22 @@ def test_imagination_weights_include_the_current_discount_and_the_data_decides_t
     assert any(p.grad is not None and p.grad.any() for p in agent.actor.parameters())
 
 
+def test_the_learners_own_discount_replaces_the_world_models() -> None:
+    wm, agent, posts = _setup(True, "reinforce")
+    start = posts.map(lambda t: t.detach().reshape(-1, *t.shape[2:]))  # type: ignore[attr-defined]
+    is_terminal = torch.zeros(start.deter.shape[0], dtype=torch.bool)
+    torch.manual_seed(3)
+    _, _, _, _, own = agent.imagine(wm, start, 3, is_terminal)
+    assert torch.allclose(own[0], torch.full_like(own[0], wm.config.discount))
+    agent.config = dataclasses.replace(agent.config, discount=0.5)
+    torch.manual_seed(3)
+    _, _, _, _, half = agent.imagine(wm, start, 3, is_terminal)
+    # the same continue probabilities, scaled by the learner's gamma instead of the model's
+    assert torch.allclose(half, own / wm.config.discount * 0.5)
+    with pytest.raises(ValueError, match="discount"):
+        dataclasses.replace(agent.config, discount=1.5)
+
+
 def test_trunc_normal_matches_dreamerv2s_continuous_actor() -> None:
     torch.manual_seed(0)
     actor = Actor(8, 2, False, 1, 16, min_std=0.1)
