@@ -56,8 +56,9 @@ def critic_calibration(
 ) -> dict[str, float]:
     """Play the actor's mode in the real env and compare the critic with what really happened: the
     mean critic value of the posterior states visited against the mean discounted return that
-    followed them (the world model's discount; episodes are played to their end). Also the mean
-    undiscounted return per episode."""
+    followed them (episodes are played to their end). Also the mean
+    undiscounted return per episode. The discount is the learner's (``agent.config.discount``, or the
+    world model's when that is 0)."""
     from wmsim.envs import make_env
 
     from .policy import RealEnvPolicy
@@ -65,7 +66,7 @@ def critic_calibration(
     model = bundle.model
     env = make_env(bundle.env_spec, seed=seed)
     policy = RealEnvPolicy(model, agent.actor, env.action_space, agent.to_model_action, mode=True, seed=seed)
-    gamma = model.config.discount
+    gamma = agent.config.discount or model.config.discount
     values: list[float] = []
     targets: list[float] = []
     returns: list[float] = []
