@@ -292,15 +292,22 @@ def _train_dream(args: argparse.Namespace, config: TrainConfig) -> int:
         task=args.task,
     )
     print(f"trained the actor-critic for {result.updates} updates in the dream of {args.dream}")
-    if result.curve:
-        print("updates  real return  critic value  discounted return (real episodes, policy mode)")
-        for row in result.curve:
-            print(
-                f"{row['updates']:>7.0f}  {row['real_return']:>11.1f}  {row['critic_value']:>12.2f}"
-                f"  {row['discounted_return']:>17.2f}"
-            )
+    _print_curve(result.curve)
     print(f"bundle with policy: {result.bundle}  (play it: wmsim eval {result.bundle})")
     return 0
+
+
+def _print_curve(curve: list[dict[str, float]]) -> None:
+    """The dream loop's evaluation rows as a table (real episodes of the policy's mode)."""
+    if not curve:
+        return
+    names = [n.replace("_", " ") for n in curve[0]]
+    print("  ".join(names) + "  (real episodes, policy mode)")
+    for row in curve:
+        cells = (
+            f"{v:>{len(n)}.{0 if n == 'updates' else 1}f}" for n, v in zip(names, row.values(), strict=True)
+        )
+        print("  ".join(cells))
 
 
 def _train_pwm(args: argparse.Namespace, config: TrainConfig, bundle: Any) -> int:
@@ -329,10 +336,7 @@ def _train_pwm(args: argparse.Namespace, config: TrainConfig, bundle: Any) -> in
     )
     task = f" (task {args.task})" if args.task else ""
     print(f"trained the PWM actor for {result.updates} updates in the dream of {args.dream}{task}")
-    if result.curve:
-        print("updates  real return  seconds (real episodes, policy mode)")
-        for row in result.curve:
-            print(f"{row['updates']:>7.0f}  {row['real_return']:>11.1f}  {row['seconds']:>7.1f}")
+    _print_curve(result.curve)
     print(f"bundle with policy: {result.bundle}  (play it: wmsim eval {result.bundle})")
     return 0
 

@@ -39,9 +39,7 @@ bundle as a ``pwm-actor`` policy that ``wmsim eval BUNDLE`` plays in the real en
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,17 +47,16 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from wmsim.bundle import Bundle, save_bundle
+from wmsim.bundle import Bundle
 from wmsim.config import check_at_least, check_choice, from_dict, to_dict
 from wmsim.data import play_episodes
-from wmsim.dream import DreamSimulator
 from wmsim.dream.simulator import bundle_for_task
 from wmsim.envs import make_env
 from wmsim.rssm import State
 from wmsim.world_model import WorldModel
 
+from .dream_loop import DreamTrainResult, action_bounds, train_in_dream
 from .dreamerv2 import RealEnvPolicy, lambda_returns
 
 log = logging.getLogger(__name__)
@@ -395,13 +392,40 @@ def real_returns(bundle: Bundle, learner: PWMLearner, episodes: int = 5, seed: i
 # ----------------------------------------------------------------------------------------------
 # Training in a dream
 # ----------------------------------------------------------------------------------------------
-@dataclass
-class PWMResult:
-    updates: int
-    bundle: Path
-    metrics: dict[str, float]
-    #: With ``eval_every``: ``{"updates", "real_return", "seconds"}`` per evaluation.
-    curve: list[dict[str, float]] = field(default_factory=list)
+#: What :func:`train_pwm` returns (the dream loop's result).
+PWMResult = DreamTrainResult
+
+
+class _PWMDreamLearner:
+    """:class:`PWMLearner` as the dream loop's :class:`~agents.dream_loop.DreamLearner`: ``N =
+    num_envs`` starts per update, drawn from the real windows' posterior states or the whole pool."""
+
+    def __init__(self, config: PWMConfig, bundle: Bundle, model: WorldModel, updates: int) -> None:
+        low, high = action_bounds(bundle)
+        device = next(model.parameters()).device
+        self.learner = PWMLearner(config, model, low, high, total_updates=updates).to(device)
+        self.horizon = config.horizon
+        self.num_envs = config.num_envs
+
+    def update(self, model: WorldModel, starts: State, is_terminal: torch.Tensor) -> dict[str, torch.Tensor]:
+        if starts.deter.dim() == 3:  # real windows (B, T, ...): N of their posterior states
+            flat = starts.map(lambda t: t.reshape(-1, *t.shape[2:]))
+            rows = torch.randint(len(flat.deter), (self.num_envs,), device=flat.deter.device)
+            starts = State(flat.deter[rows], flat.stoch[rows], flat.logits[rows])
+        self.learner.train()
+        return self.learner.train_step(model, starts)
+
+    def dream_action(self, feat: torch.Tensor) -> torch.Tensor:
+        return self.learner.act(feat)
+
+    def evaluate(self, bundle: Bundle, episodes: int) -> dict[str, float]:
+        return {"real_return": float(np.mean(real_returns(bundle, self.learner, episodes)))}
+
+    def policy(self, task: str | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return policy_for_bundle(self.learner, task)
+
+    def describe(self) -> dict[str, Any]:
+        return {"learner": "pwm", "pwm": to_dict(self.learner.config)}
 
 
 def train_pwm(
@@ -424,80 +448,22 @@ def train_pwm(
     ``updates`` PWM updates in ``bundle``'s world model and write the bundle with the policy to ``out``
     (default: the bundle's own directory). Starts come from a pool of ``config.num_envs`` dreamed
     episodes, or from posterior states of ``batch_size`` x ``seq_len`` real steps of ``replay`` (a
-    replay directory of the task's env). With ``eval_every``, every that many updates (and at the end)
-    the actor's mode plays ``eval_episodes`` real episodes: the result's ``curve``."""
-    from .dreamerv2.dream_train import _bounds, open_replay_for, real_posteriors
-
-    check_at_least("updates", updates, 1)
-    check_at_least("eval_every", eval_every, 0)
-    check_at_least("eval_episodes", eval_episodes, 1)
-    if bundle.path is None and out is None:
-        raise ValueError("the bundle was not loaded from a directory: pass out=<directory>")
-    if bundle.task is not None:
-        raise ValueError("pass the whole multi-task bundle and task=..., not a bundle bound to one task")
-    bound = bundle_for_task(bundle, task)
-    torch.manual_seed(seed)
-    sim = DreamSimulator(bound, config.num_envs, device=device, autoreset="same_step", seed=seed)
-    model = sim.model  # a frozen copy (no parameter needs gradients); gradients reach the actions
-    data = open_replay_for(bound, replay, seed) if replay is not None else None
-    low, high = _bounds(bound)
-    learner = PWMLearner(config, model, low, high, total_updates=updates).to(sim.device)
-    sim.reset(seed=seed)
-    metrics: dict[str, torch.Tensor] = {}
-    curve: list[dict[str, float]] = []
-    start_time, evaluating = time.perf_counter(), 0.0
-    bar = tqdm(range(1, updates + 1), disable=not progress, unit="update", mininterval=1.0)
-    for update in bar:
-        if data is not None:
-            posts, _ = real_posteriors(model, data, batch_size, seq_len)
-            flat = posts.map(lambda t: t.reshape(-1, *t.shape[2:]))
-            rows = torch.randint(len(flat.deter), (config.num_envs,), device=flat.deter.device)
-            start = State(flat.deter[rows], flat.stoch[rows], flat.logits[rows])
-        else:
-            start = State(sim.deter, sim.stoch, sim.stoch)
-        learner.train()
-        metrics = learner.train_step(model, start)
-        if data is None:
-            with torch.no_grad():  # advance the pool with the current actor
-                for _ in range(config.horizon):
-                    sim.step(learner.act(sim.feat))
-        if eval_every and (update % eval_every == 0 or update == updates):
-            tick = time.perf_counter()
-            returns = real_returns(bound, learner, eval_episodes)
-            curve.append(
-                {
-                    "updates": float(update),
-                    "real_return": float(np.mean(returns)),
-                    "seconds": tick - start_time - evaluating,
-                }
-            )
-            bar.set_postfix({"real_return": f"{curve[-1]['real_return']:.1f}"}, refresh=False)
-            evaluating += time.perf_counter() - tick
-    summary = {k: float(v) for k, v in metrics.items()}
-    summary["updates_per_s"] = updates / max(time.perf_counter() - start_time - evaluating, 1e-9)
-    target = Path(out) if out is not None else Path(str(bundle.path))
-    info = {
-        **bundle.info,
-        "dream_training": {
-            "learner": "pwm",
-            "task": bound.task,
-            "updates": updates,
-            "starts": "replay" if data is not None else "dreamed pool",
-            "seed": seed,
-            "pwm": to_dict(config),
-            "metrics": summary,
-            **({"curve": curve} if curve else {}),
-        },
-    }
-    save_bundle(
-        target,
-        bundle.model,
-        bundle.env_spec,
-        bundle.spaces,
-        bundle.start_states,
-        info,
-        policy_for_bundle(learner, bound.task),
-        tasks=bundle.tasks,
+    replay directory of the task's env), in the dream loop of :mod:`agents.dream_loop`. With
+    ``eval_every``, every that many updates (and at the end) the actor's mode plays ``eval_episodes``
+    real episodes: the result's ``curve``."""
+    return train_in_dream(
+        bundle,
+        lambda bound, model: _PWMDreamLearner(config, bound, model, updates),
+        updates=updates,
+        pool=config.num_envs,
+        replay=replay,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        out=out,
+        device=device,
+        seed=seed,
+        progress=progress,
+        eval_every=eval_every,
+        eval_episodes=eval_episodes,
+        task=task,
     )
-    log.info("PWM policy written to %s: %s", target, json.dumps(summary))
-    return PWMResult(updates, target, summary, curve)

@@ -1,53 +1,27 @@
-"""Behaviour learning inside a pretrained world model, with no real env (``wmsim train --dream``).
-
-Every update imagines ``horizon`` steps from a batch of start states, which come from one of two places:
-
-- **a replay of real experience** (``replay=``, for instance the dataset of the ``wmsim pretrain`` run
-  that fitted the model): the world model's posterior states of ``batch_size`` real windows of
-  ``seq_len`` steps, as in DreamerV2, where imagination starts from every posterior state of the
-  world-model batch. Imagined rollouts stay ``horizon`` steps from real states, so the model's
-  compounding error over long dreams never reaches the actor;
-- otherwise **a pool of dreamed episodes** (a :class:`~wmsim.dream.DreamSimulator`, started from the
-  bundle's bank of real start states and reset there when an episode ends), advanced by the current
-  actor, so the actor and the critic see states deep into episodes, not only their starts.
-
-The world model is not changed. The result is written back as the bundle's ``policy.safetensors``.
+"""DreamerV2's behaviour learning inside a pretrained world model, with no real env (``wmsim train
+--dream``): the actor-critic in the dream loop of :mod:`agents.dream_loop` (imagination from real
+replay states or from a pool of dreamed episodes). The world model is not changed; the result is
+written back as the bundle's ``policy.safetensors``.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from wmsim.bundle import Bundle, save_bundle
-from wmsim.config import check_at_least, to_dict
-from wmsim.dream import DreamSimulator
-from wmsim.dream.simulator import bundle_for_task
+from wmsim.bundle import Bundle
+from wmsim.config import to_dict
 from wmsim.rssm import State
-from wmsim.world_model import WorldModel, batch_to_torch
+from wmsim.world_model import WorldModel
 
-from ..replay import CHUNK_PATTERN, Replay
+from ..dream_loop import DreamTrainResult, action_bounds, train_in_dream
 from .agent import ActorCritic, policy_for_bundle
 from .config import ActorCriticConfig
 
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class DreamTrainResult:
-    updates: int
-    bundle: Path
-    metrics: dict[str, float]
-    #: With ``eval_every``: one :func:`critic_calibration` row per evaluation, with its update count.
-    curve: list[dict[str, float]] = field(default_factory=list)
+__all__ = ["DreamTrainResult", "critic_calibration", "train_in_world_model"]
 
 
 @torch.no_grad()
@@ -95,6 +69,35 @@ def critic_calibration(
     }
 
 
+class _ActorCriticLearner:
+    """:class:`ActorCritic` as the dream loop's :class:`~agents.dream_loop.DreamLearner`."""
+
+    def __init__(self, config: ActorCriticConfig, bundle: Bundle, model: WorldModel) -> None:
+        low, high = action_bounds(bundle)
+        self.agent = ActorCritic(config, model, low, high).to(next(model.parameters()).device)
+        self.horizon = config.horizon
+        self.discrete = model.io.discrete
+
+    def update(self, model: WorldModel, starts: State, is_terminal: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.agent.train_step(model, starts, is_terminal)
+
+    def dream_action(self, feat: torch.Tensor) -> torch.Tensor:
+        action = self.agent.act(feat)
+        return action.argmax(-1) if self.discrete else action
+
+    def evaluate(self, bundle: Bundle, episodes: int) -> dict[str, float]:
+        return critic_calibration(bundle, self.agent, episodes)
+
+    def policy(self, task: str | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors, config = policy_for_bundle(self.agent)
+        if task is not None:
+            config["task"] = task
+        return tensors, config
+
+    def describe(self) -> dict[str, Any]:
+        return {"agent": to_dict(self.agent.config)}
+
+
 def train_in_world_model(
     bundle: Bundle,
     config: ActorCriticConfig,
@@ -117,125 +120,24 @@ def train_in_world_model(
 
     Imagination starts from the posterior states of ``batch_size`` x ``seq_len`` real steps of
     ``replay`` (a replay directory of the model's env) when given, otherwise from ``pool`` parallel
-    dreamed episodes (see the module docstring). With ``eval_every``, every that many updates (and at
-    the end) the policy plays ``eval_episodes`` real episodes and the critic is compared with the
+    dreamed episodes (see :mod:`agents.dream_loop`). With ``eval_every``, every that many updates (and
+    at the end) the policy plays ``eval_episodes`` real episodes and the critic is compared with the
     discounted returns that followed (:func:`critic_calibration`): the result's ``curve``. ``task``: the
     task of a multi-task bundle to learn (required there); the policy records it.
     """
-    check_at_least("updates", updates, 1)
-    check_at_least("pool", pool, 1)
-    check_at_least("eval_every", eval_every, 0)
-    check_at_least("eval_episodes", eval_episodes, 1)
-    if bundle.path is None and out is None:
-        raise ValueError("the bundle was not loaded from a directory: pass out=<directory>")
-    if bundle.task is not None:
-        raise ValueError("pass the whole multi-task bundle and task=..., not a bundle bound to one task")
-    whole, bundle = bundle, bundle_for_task(bundle, task)
-    torch.manual_seed(seed)
-    sim = DreamSimulator(bundle, pool, device=device, autoreset="same_step", seed=seed)
-    data = open_replay_for(bundle, replay, seed) if replay is not None else None
-    low, high = _bounds(bundle)
-    agent = ActorCritic(config, sim.model, low, high).to(sim.device)
-    sim.reset(seed=seed)
-    metrics: dict[str, torch.Tensor] = {}
-    bar = tqdm(range(1, updates + 1), disable=not progress, unit="update", mininterval=1.0)
-    curve: list[dict[str, float]] = []
-    start, evaluating = time.perf_counter(), 0.0
-    not_terminal = torch.zeros(pool, dtype=torch.bool, device=sim.device)  # autoreset: no pool state ends
-    for update in bar:
-        if data is not None:
-            posts, is_terminal = real_posteriors(sim.model, data, batch_size, seq_len)
-            metrics = agent.train_step(sim.model, posts, is_terminal)
-        else:
-            metrics = agent.train_step(sim.model, State(sim.deter, sim.stoch, sim.stoch), not_terminal)
-            with torch.no_grad():  # advance the pool with the current policy
-                for _ in range(config.horizon):
-                    action = agent.act(sim.feat)
-                    sim.step(action.argmax(-1) if sim.model.io.discrete else action)
-        if eval_every and (update % eval_every == 0 or update == updates):
-            tick = time.perf_counter()
-            row = {"updates": float(update), **critic_calibration(bundle, agent, eval_episodes)}
-            curve.append(row)
-            bar.set_postfix({k: f"{v:.1f}" for k, v in row.items() if k != "updates"}, refresh=False)
-            evaluating += time.perf_counter() - tick
-    summary = {k: float(v) for k, v in metrics.items()}
-    summary["updates_per_s"] = updates / max(time.perf_counter() - start - evaluating, 1e-9)
-    target = Path(out) if out is not None else Path(str(whole.path))
-    info = {
-        **whole.info,
-        "dream_training": {
-            "task": bundle.task,
-            "updates": updates,
-            **(
-                {"starts": "replay", "replay_steps": len(data), "batch_size": batch_size, "seq_len": seq_len}
-                if data is not None
-                else {"starts": "dreamed pool", "pool": pool}
-            ),
-            "seed": seed,
-            "agent": to_dict(config),
-            "metrics": summary,
-            **({"curve": curve} if curve else {}),
-        },
-    }
-    tensors, policy_config = policy_for_bundle(agent)
-    if bundle.task is not None:
-        policy_config["task"] = bundle.task
-    save_bundle(
-        target,
-        whole.model,
-        whole.env_spec,
-        whole.spaces,
-        whole.start_states,
-        info,
-        (tensors, policy_config),
-        tasks=whole.tasks,
+    return train_in_dream(
+        bundle,
+        lambda bound, model: _ActorCriticLearner(config, bound, model),
+        updates=updates,
+        pool=pool,
+        replay=replay,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        out=out,
+        device=device,
+        seed=seed,
+        progress=progress,
+        eval_every=eval_every,
+        eval_episodes=eval_episodes,
+        task=task,
     )
-    log.info("dream-trained policy written to %s: %s", target, json.dumps(summary))
-    return DreamTrainResult(updates, target, summary, curve)
-
-
-def open_replay_for(bundle: Bundle, directory: str | Path, seed: int) -> Replay:
-    """Open a replay directory of real steps for ``bundle``'s model, or say what is wrong with it."""
-    path = Path(directory)
-    names = [CHUNK_PATTERN.match(f.name) for f in path.glob("*.npz")] if path.is_dir() else []
-    ends = [int(m.group(1)) + int(m.group(2)) for m in names if m]
-    if not ends:
-        raise FileNotFoundError(
-            f"{path} holds no replay chunks: pass the replay of a run on {bundle.env_spec.id}"
-            " (for instance LOGDIR/replay of `wmsim pretrain`)"
-        )
-    # room for every stored step, so that opening the replay evicts (deletes) none of its chunks
-    replay = Replay(path, capacity=max(ends), seed=seed)
-    io = bundle.model.io
-    stored = replay.sample(1, 1)
-    shapes = {"obs": tuple(io.obs_shape), "action": (io.action_size,)}
-    for key, shape in shapes.items():
-        got = tuple(stored[key].shape[2:]) if key in stored else None
-        if got != shape:
-            raise ValueError(
-                f"{path}: its {key} steps have shape {got}, the model of {bundle.env_spec.id} takes {shape};"
-                " pass a replay recorded on the model's env"
-            )
-    return replay
-
-
-@torch.no_grad()
-def real_posteriors(
-    model: WorldModel, replay: Replay, batch_size: int, seq_len: int
-) -> tuple[State, torch.Tensor]:
-    """The model's posterior states ``(B, T, ...)`` of ``batch_size`` real windows of ``seq_len`` steps,
-    with the windows' ``is_terminal`` flags ``(B, T)``."""
-    model.eval()
-    batch = batch_to_torch(replay.sample(batch_size, seq_len), next(model.parameters()).device)
-    posts, _ = model.observe(batch)
-    return posts, batch["is_terminal"]
-
-
-def _bounds(bundle: Bundle) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    action = bundle.spaces["action"]
-    if action.get("type") != "Box":
-        return None, None
-    from wmsim.envs import space_from_dict
-
-    space: Any = space_from_dict(action)
-    return torch.as_tensor(space.low, dtype=torch.float32), torch.as_tensor(space.high, dtype=torch.float32)
