@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from wmsim.bundle import encode_start_states, save_bundle
+from wmsim.bundle import StartStates, encode_start_states, encode_window_states, save_bundle
 from wmsim.config import (
     LossConfig,
     WorldModelConfig,
@@ -82,7 +82,15 @@ class PretrainConfig:
     precision: str = field(default="auto", metadata={"help": "auto (bf16 on GPU), bf16 or fp32"})
     seed: int = 0
     checkpoint_every: int = field(default=500, metadata={"help": "updates between checkpoints"})
-    start_states: int = field(default=256, metadata={"help": "episode starts kept for the bundle"})
+    start_states: int = field(default=256, metadata={"help": "start states kept for the bundle"})
+    start_context: int = field(
+        default=0,
+        metadata={
+            "help": "0: the start states are the first observations of episodes; N > 0: posterior"
+            " states after N real steps ending at random points of the dataset's episodes, so"
+            " dreams begin in every phase of an episode (single-task runs)"
+        },
+    )
     tasks: str = field(
         default="",
         metadata={
@@ -113,6 +121,9 @@ class PretrainConfig:
         check_at_least("data_steps", self.data_steps, self.seq_len, "seq_len")
         check_choice("behaviour", self.behaviour, BEHAVIOURS)
         check_at_least("task_embed", self.task_embed, 1)
+        check_at_least("start_context", self.start_context, 0)
+        if self.start_context and self.tasks:
+            raise ValueError("start_context: mid-episode start states are for single-task runs; drop --tasks")
         ids = [t for t in self.tasks.split(",")] if self.tasks else []
         if any(not t.strip() for t in ids) or len(set(ids)) != len(ids):
             raise ValueError(
@@ -257,7 +268,7 @@ class OfflinePretrainer:
         previous = read_pretrain_settings(self.logdir)
         if previous is not None:
             stages = previous.pop(LOSS_STAGES, [])
-            keys = [k for k in current if k not in {"updates", "checkpoint_every"}]
+            keys = [k for k in current if k not in {"updates", "checkpoint_every", "start_context"}]
             defaults = to_dict(PretrainConfig())  # settings added since the run began read as defaults
             differ = [
                 k
@@ -397,10 +408,14 @@ class OfflinePretrainer:
 
     # ------------------------------------------------------------------ 3. bundle
     def write_bundle(self, directory: str | os.PathLike | None = None) -> Path:
-        """The bundle: the model plus start states from the dataset's first observations."""
+        """The bundle: the model plus start states from the dataset's first observations, or (with
+        ``start_context``) from windows ending at random points of its episodes."""
         data = self.replay.contents()
-        firsts = np.flatnonzero(data["is_first"])[: self.config.start_states]
-        starts = encode_start_states(self.model, torch.as_tensor(data["obs"][firsts]))
+        if self.config.start_context:
+            starts = self._window_start_states(data)
+        else:
+            firsts = np.flatnonzero(data["is_first"])[: self.config.start_states]
+            starts = encode_start_states(self.model, torch.as_tensor(data["obs"][firsts]))
         info = {
             "recipe": "offline pretraining (wmsim pretrain)",
             "updates": self.updates,
@@ -412,6 +427,22 @@ class OfflinePretrainer:
         }
         target = Path(directory) if directory is not None else self.logdir / "bundle"
         return save_bundle(target, self.model, self.spec, describe_spaces(self.env), starts, info)
+
+    def _window_start_states(self, data: dict[str, np.ndarray]) -> StartStates:
+        """``start_states`` posterior states, each after ``start_context`` real steps of one episode
+        ending at a point drawn uniformly (seeded by the run's seed) among those with enough history."""
+        context = self.config.start_context
+        firsts = np.union1d([0], np.flatnonzero(data["is_first"]))  # the oldest step starts a stretch
+        episode_start = firsts[np.searchsorted(firsts, np.arange(len(data["is_first"])), side="right") - 1]
+        ends = np.flatnonzero(np.arange(len(episode_start)) - episode_start >= context - 1)
+        if len(ends) == 0:
+            raise ValueError(f"start_context={context}: no episode in the dataset is that long; use less")
+        rng = np.random.default_rng(self.config.seed)
+        chosen = np.sort(rng.choice(ends, size=min(self.config.start_states, len(ends)), replace=False))
+        window = chosen[:, None] + np.arange(1 - context, 1)  # (N, context) step indices
+        obs = torch.as_tensor(data["obs"][window])
+        action = torch.as_tensor(data["action"][window])
+        return encode_window_states(self.model, obs, action)
 
     def run(self) -> Path:
         self.collect()

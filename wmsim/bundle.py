@@ -201,6 +201,23 @@ def encode_start_states(
     return starts
 
 
+@torch.no_grad()
+def encode_window_states(model: WorldModel, obs: torch.Tensor, action: torch.Tensor) -> StartStates:
+    """Posterior states at the last step of real windows ``obs (N, T, *obs_shape)`` with the actions
+    stored beside them ``(N, T, A)`` (the model observes the whole window from the all-zero state):
+    start states in the middle of episodes. The categorical latents are sampled (seeded, reproducible).
+    """
+    device = next(model.parameters()).device
+    n, steps = obs.shape[:2]
+    is_first = torch.zeros(n, steps, dtype=torch.bool, device=device)
+    is_first[:, 0] = True
+    batch = {"obs": obs.to(device), "action": action.to(device).float(), "is_first": is_first}
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        posts, _ = model.observe(batch)
+    return StartStates(obs[:, -1].cpu(), posts.deter[:, -1].cpu(), posts.stoch[:, -1].argmax(-1).cpu())
+
+
 def save_bundle(
     directory: str | os.PathLike,
     model: WorldModel,

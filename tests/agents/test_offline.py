@@ -178,6 +178,33 @@ def test_init_from_starts_a_new_run_from_a_bundles_world_model(tmp_path: Path) -
     assert not (tmp_path / "d" / "bundle").exists()
 
 
+def test_start_context_banks_states_from_the_middle_of_episodes(tmp_path: Path) -> None:
+    args = ["pretrain", "--preset", "tiny", "--env", "CartPole-v1", "--data_steps", "600", "--seq_len", "8"]
+    args += ["--behaviour", "random", "--updates", "3", "--start_states", "20", "--quiet"]
+    assert main([*args, "--logdir", str(tmp_path / "a")]) == 0
+    firsts = load_bundle(tmp_path / "a" / "bundle").start_states
+    data = Replay(tmp_path / "a" / "replay", 10_000).contents()
+    starts_obs = data["obs"][data["is_first"]]
+    assert all(any(np.array_equal(o, f) for f in starts_obs) for o in firsts.obs.numpy())
+    # the same run's bundle again, with states after 5 real steps: the rerun only rewrites the bundle
+    assert main([*args, "--logdir", str(tmp_path / "a"), "--start_context", "5"]) == 0
+    mid = load_bundle(tmp_path / "a" / "bundle")
+    assert len(mid.start_states) == 20 and mid.info["pretrain_config"]["start_context"] == 5
+    ends = [int(np.flatnonzero((data["obs"] == o).all(-1))[0]) for o in mid.start_states.obs.numpy()]
+    episode_of = np.cumsum(data["is_first"]) - 1
+    for end in ends:  # each state ends a window of 5 steps inside one episode
+        assert end >= 4 and episode_of[end - 4] == episode_of[end]
+    assert not all(data["is_first"][end] for end in ends)
+    # the model's state after a window differs from its state at a first observation
+    assert not torch.equal(mid.start_states.deter, firsts.deter)
+    assert main([*args, "--logdir", str(tmp_path / "b"), "--start_context", "5"]) == 0
+    again = load_bundle(tmp_path / "b" / "bundle").start_states
+    assert torch.equal(again.deter, mid.start_states.deter) and torch.equal(
+        again.stoch, mid.start_states.stoch
+    )
+    assert main([*args, "--logdir", str(tmp_path / "c"), "--start_context", "-1"]) == 2
+
+
 def test_add_data_grows_the_dataset_with_a_dream_trained_policy(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
