@@ -248,6 +248,14 @@ def _training_section(config: dict[str, Any]) -> str:
         )
         if key in info
     ]
+    pretrain = info.get("pretrain_config")
+    if isinstance(pretrain, dict) and pretrain.get("init_from"):
+        facts.append(f"- started from the world model of `{pretrain['init_from']}` (fine-tuning)")
+    if isinstance(pretrain, dict) and pretrain.get("start_context"):
+        facts.append(
+            f"- start states: after {pretrain['start_context']} real steps at random points of the"
+            " dataset's episodes (dreams begin mid-episode)"
+        )
     dataset = info.get("dataset")
     if isinstance(dataset, dict) and "steps" in dataset:
         facts.append(

@@ -73,9 +73,10 @@ PRETRAINED: dict[str, PretrainedModel] = {
         PretrainedModel(
             "Pong",
             "wmsim/pong-dreamerv2",
-            "v0.1.0",
+            "v0.2.0",
             "atari/Pong",
-            "ALE Pong, 64x64 grayscale (DreamerV2 protocol); offline scripted+random data",
+            "ALE Pong, 64x64 grayscale (DreamerV2 protocol); offline scripted+random data, points"
+            " weighted, mid-game starts",
         ),
         PretrainedModel(
             "CartpoleSwingup",
