@@ -74,7 +74,8 @@ PPO_SETTINGS: dict[str, dict[str, Any]] = {
     "atari/Pong": {"n_steps": 128, "batch_size": 512, "ent_coef": 0.01},
 }
 #: Dreamed episode lengths where the real one is too long to learn from: a real Pong game can last 27,000
-#: agent steps, and PPO's curve needs finished episodes. A dream starts from a real episode's first state.
+#: agent steps, and PPO's curve needs finished episodes. A dream starts from a state of the bundle's bank
+#: (real episode starts; for the shipped Pong, states mid-game: `wmsim pretrain --start_context`).
 #: On the offline Pong model, 100-step dreams (the serve and about one rally) transfer where 400-step
 #: dreams do not: the model's ball drifts over long dreams, and PPO learnt to exploit the drift.
 DREAM_TIME_LIMIT = {"atari/Pong": 100}
