@@ -393,15 +393,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .behaviours import check_behaviour
     from .train import evaluate_model
 
-    given = Path(args.bundle)
-    folder = given if given.is_dir() else resolve_model_dir(args.bundle)
-    bundle = load_bundle(folder, device=resolve_device(args.device))
+    bundle = load_bundle(resolve_model_dir(args.bundle), device=resolve_device(args.device))
     if bundle.tasks or args.task is not None:
         from wmsim.dream.simulator import bundle_for_task
 
         bundle = bundle_for_task(bundle, args.task)
     check_behaviour(args.behaviour, bundle.env_spec.id)
     # a model name's bundle lies in the package or the Hub cache: never write there by default
+    given = Path(args.bundle)
     default_out = given if given.is_dir() else Path("runs") / f"evaluate-{given.name}"
     out = ensure_directory(Path(args.out) if args.out else default_out, "--out")
     result = evaluate_model(

@@ -228,6 +228,8 @@ class OfflinePretrainer:
         self.io = self._open_data()
         torch.manual_seed(config.seed)
         self.model = WorldModel(config.model, self.io).to(self.device)
+        if config.init_from and latest_checkpoint(self.logdir) is None:
+            self.start_from_bundle(config.init_from)  # before any data is collected: a mismatch costs nothing
         self.trainer = WorldModelTrainer(self.model, precision=config.precision)
         self.updates = 0
         self.data_stats: dict[str, Any] = {}
@@ -338,8 +340,6 @@ class OfflinePretrainer:
             self.load_data_state(state)
             torch.set_rng_state(extra["torch_rng"].to(torch.uint8))
             log.info("resumed %s at update %d", self.logdir, self.updates)
-        elif c.init_from:
-            self.start_from_bundle(c.init_from)
         rewind_logs(self.logdir, "update", self.updates)  # a killed run's rows past the checkpoint
         metrics: dict[str, float] = {}
         start = time.perf_counter()

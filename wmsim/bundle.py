@@ -186,32 +186,27 @@ def encode_start_states(
     multi-task model ``obs`` are padded and ``task (N,)`` holds their task indices.
 
     The categorical latents are sampled (seeded, reproducible), as the model saw them in training."""
-    device = next(model.parameters()).device
-    obs_d = obs.to(device)
-    n = obs.shape[0]
-    prev = model.rssm.initial(n, device)
-    action = torch.zeros(n, model.io.action_size, device=device)
-    is_first = torch.ones(n, dtype=torch.bool, device=device)
-    task_d = task.to(device) if task is not None else None
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(0)
-        post, _ = model.obs_step(prev, action, obs_d, is_first, task=task_d)
-    starts = StartStates(obs.cpu(), post.deter.cpu(), post.stoch.argmax(-1).cpu())
+    action = torch.zeros(obs.shape[0], 1, model.io.action_size)
+    starts = encode_window_states(model, obs[:, None], action, task[:, None] if task is not None else None)
     starts.task = task.long().cpu() if task is not None else None
     return starts
 
 
 @torch.no_grad()
-def encode_window_states(model: WorldModel, obs: torch.Tensor, action: torch.Tensor) -> StartStates:
+def encode_window_states(
+    model: WorldModel, obs: torch.Tensor, action: torch.Tensor, task: torch.Tensor | None = None
+) -> StartStates:
     """Posterior states at the last step of real windows ``obs (N, T, *obs_shape)`` with the actions
-    stored beside them ``(N, T, A)`` (the model observes the whole window from the all-zero state):
-    start states in the middle of episodes. The categorical latents are sampled (seeded, reproducible).
-    """
+    stored beside them ``(N, T, A)`` (and ``task (N, T)`` for a multi-task model): the model observes
+    each window from the all-zero state, so ``T > 1`` gives start states in the middle of episodes.
+    The categorical latents are sampled (seeded, reproducible), as the model saw them in training."""
     device = next(model.parameters()).device
     n, steps = obs.shape[:2]
     is_first = torch.zeros(n, steps, dtype=torch.bool, device=device)
     is_first[:, 0] = True
     batch = {"obs": obs.to(device), "action": action.to(device).float(), "is_first": is_first}
+    if task is not None:
+        batch["task"] = task.to(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
         posts, _ = model.observe(batch)

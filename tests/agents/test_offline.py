@@ -172,10 +172,11 @@ def test_init_from_starts_a_new_run_from_a_bundles_world_model(tmp_path: Path) -
     assert main(fresh) == 0
     weights = load_bundle(tmp_path / "c" / "bundle").model.state_dict()
     assert not all(torch.allclose(weights[k], source[k]) for k in source)
-    # another architecture is refused before any update
+    # another architecture is refused before any data is collected
     other = [*base, "--model.rssm.deter", "24", "--init_from", str(tmp_path / "a" / "bundle")]
     assert main([*other, "--logdir", str(tmp_path / "d"), "--updates", "2"]) == 2
-    assert not (tmp_path / "d" / "bundle").exists()
+    assert not (tmp_path / "d" / "dataset.json").exists() and not (tmp_path / "d" / "bundle").exists()
+    assert main([*base, "--init_from", "NoSuchModel", "--logdir", str(tmp_path / "e"), "--updates", "2"]) == 2
 
 
 def test_start_context_banks_states_from_the_middle_of_episodes(tmp_path: Path) -> None:
