@@ -7,8 +7,11 @@ scaling against the number of torchrun ranks.
 Each row is timed on synthetic batches shaped like its usual env (Atari: 64x64x1 images and 6
 discrete actions; DMC vision: 64x64x3 and 6 continuous; DMC proprio: 24-d states; small/tiny and
 CartPole sizes: CartPole's 4-d states and 2 actions), so the figure measures the model, not an
-environment. ``--plain`` adds, for each row, the same update with the one-hot fast path off (dense
-products over the categorical features), so the table shows what the fast path buys.
+environment. ``--precision fp32 bf16`` times each row in each precision; ``--gather`` adds, for each
+row, the same update with the one-hot gather of the categorical features on
+(:func:`wmsim.nn.one_hot_gather`; dense products are the default); ``--phases`` adds the
+milliseconds per update spent in each phase (encoder, observe loop, decoder, heads, imagination,
+critics, optimisers, and the rest: backward passes and loss terms).
 
 With ``--nproc 1 2 ...`` each row is a ``torchrun --standalone`` job on this machine: full updates/s
 (world model and actor-critic) on a synthetic global batch split over the ranks, and env steps/s and
@@ -19,7 +22,6 @@ period after the prefill. On a CPU the cores are shared out: ``OMP_NUM_THREADS =
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
@@ -34,7 +36,7 @@ from typing import Any
 import torch
 
 from wmsim.config import DecoderConfig, EncoderConfig, HeadConfig, RSSMConfig
-from wmsim.nn import dense_products
+from wmsim.nn import one_hot_gather
 from wmsim.world_model import IOSpec, WorldModel, WorldModelTrainer
 
 from . import distributed
@@ -173,59 +175,162 @@ def _time_updates(
     return seconds[0] / updates, seconds[1] / updates
 
 
+class PhaseClock:
+    """Wall seconds spent in named phases of an update: :meth:`wrap` replaces an instance's method
+    (or a module's ``forward``) by a timed one that synchronises the device around the call. The
+    phases are forward work; what is left of a stage's time is its backward passes, loss terms and
+    host work. The synchronisations slow the update a little, so phases are timed apart from the
+    throughput figures."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.stage = ""
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, owner: Any, name: str, phase: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            _sync(self.device)
+            start = time.perf_counter()
+            out = original(*args, **kwargs)
+            _sync(self.device)
+            key = f"{self.stage}: {phase}"
+            self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - start
+            return out
+
+        setattr(owner, name, timed)
+
+
+def _wrap_phases(
+    clock: PhaseClock, model: WorldModel, trainer: WorldModelTrainer, agent: ActorCritic
+) -> None:
+    clock.wrap(model, "encode", "encoder")
+    clock.wrap(model.rssm, "observe", "observe loop (RSSM filter)")
+    clock.wrap(model, "decode", "decoder")
+    for head in ("reward", "discount_logits"):
+        clock.wrap(model, head, "reward + discount heads")
+    clock.wrap(model, "transition", "imagination: latent transition")
+    clock.wrap(agent.actor.net, "forward", "imagination: actor")
+    clock.wrap(agent.target_critic, "forward", "target critic")
+    clock.wrap(agent.critic, "forward", "critic")
+    clock.wrap(trainer.optimizer, "step", "optimiser")
+    clock.wrap(agent.actor_opt, "step", "optimiser")
+    clock.wrap(agent.critic_opt, "step", "optimiser")
+
+
+def time_phases(
+    model: WorldModel, trainer: WorldModelTrainer, agent: ActorCritic, data: dict, updates: int
+) -> dict[str, float]:
+    """Seconds per update in each phase (see :class:`PhaseClock`), world model then actor-critic;
+    ``"<stage>: backward, loss terms, other"`` holds the rest of each stage. The wrappers are
+    instance attributes and are removed afterwards."""
+    device = next(model.parameters()).device
+    clock = PhaseClock(device)
+    owners: list[Any] = [model, model.rssm, agent.actor.net, agent.target_critic, agent.critic]
+    owners += [trainer.optimizer, agent.actor_opt, agent.critic_opt]
+    _wrap_phases(clock, model, trainer, agent)
+    totals = {"world model": 0.0, "actor-critic": 0.0}
+    try:
+        for _ in range(updates):
+            clock.stage = "world model"
+            start = time.perf_counter()
+            posts, _ = trainer.train_step(data)
+            _sync(device)
+            totals["world model"] += time.perf_counter() - start
+            clock.stage = "actor-critic"
+            start = time.perf_counter()
+            agent.train_step(model, posts, data["is_terminal"])
+            _sync(device)
+            totals["actor-critic"] += time.perf_counter() - start
+    finally:
+        for owner in owners:
+            for name in ("encode", "observe", "decode", "reward", "discount_logits", "transition"):
+                owner.__dict__.pop(name, None)
+            owner.__dict__.pop("forward", None)
+            owner.__dict__.pop("step", None)
+    phases = {key: value / updates for key, value in clock.seconds.items()}
+    for stage, total in totals.items():
+        inside = sum(v for k, v in phases.items() if k.startswith(f"{stage}: "))
+        phases[f"{stage}: backward, loss terms, other"] = max(0.0, total / updates - inside)
+    return phases
+
+
 def bench_train(
     presets: list[str],
     device: torch.device,
-    precision: str = "auto",
+    precision: str | list[str] = "auto",
     updates: int = 5,
     batch_size: int | None = None,
-    plain: bool = False,
+    gather: bool = False,
+    phases: bool = False,
 ) -> dict[str, Any]:
-    """Time full updates per preset or size; returns ``{"peak": ..., "rows": [...]}``."""
+    """Time full updates per preset or size and precision; returns ``{"peak": ..., "rows": [...]}``.
+    ``gather``: also time each row with :func:`wmsim.nn.one_hot_gather` on; ``phases``: add the
+    seconds per phase of an update (:func:`time_phases`) to each row."""
     peak = matmul_peak(device)
+    precisions = [precision] if isinstance(precision, str) else list(precision)
     rows = []
     for name in presets:
-        config, io = bench_config(name)
-        batch, length = batch_size or config.batch_size, config.seq_len
-        torch.manual_seed(0)
-        model = WorldModel(config.model, io).to(device)
-        trainer = WorldModelTrainer(model, precision=precision)
-        agent = ActorCritic(config.agent, model, precision=trainer.precision).to(device)
-        data = synthetic_batch(io, batch, length, device)
-        flops = update_flops(model, trainer, agent, data)
-        modes = [("fast", contextlib.nullcontext)] + ([("plain", dense_products)] if plain else [])
-        for path, context in modes:
-            with context():
-                world_s, agent_s = _time_updates(model, trainer, agent, data, updates)
-            total = world_s + agent_s
-            achieved = flops / total / 1e9
-            rows.append(
-                {
-                    "preset": name,
-                    "path": path,
-                    "device": str(device),
-                    "device_name": torch.cuda.get_device_name(device)
-                    if device.type == "cuda"
-                    else platform.processor() or platform.machine(),
-                    "precision": trainer.precision,
-                    "batch": batch,
-                    "seq_len": length,
-                    "params_m": sum(p.numel() for m in (model, agent) for p in m.parameters()) / 1e6,
-                    "updates_per_s": 1.0 / total,
-                    "world_model_s": world_s,
-                    "actor_critic_s": agent_s,
-                    "gflop_per_update": flops / 1e9,
-                    "gflop_per_s": achieved,
-                    "peak_fraction": achieved / peak[trainer.precision],
-                    "threads": torch.get_num_threads(),
-                    "torch": torch.__version__,
-                }
-            )
+        for asked in precisions:
+            rows += _bench_rows(name, device, asked, updates, batch_size, gather, phases, peak)
     return {"peak_gflop_per_s": peak, "rows": rows}
 
 
+def _bench_rows(
+    name: str,
+    device: torch.device,
+    precision: str,
+    updates: int,
+    batch_size: int | None,
+    gather: bool,
+    phases: bool,
+    peak: dict[str, float],
+) -> list[dict[str, Any]]:
+    config, io = bench_config(name)
+    batch, length = batch_size or config.batch_size, config.seq_len
+    torch.manual_seed(0)
+    model = WorldModel(config.model, io).to(device)
+    trainer = WorldModelTrainer(model, precision=precision)
+    agent = ActorCritic(config.agent, model, precision=trainer.precision).to(device)
+    data = synthetic_batch(io, batch, length, device)
+    flops = update_flops(model, trainer, agent, data)
+    rows = []
+    for path, enabled in [("dense", False)] + ([("gather", True)] if gather else []):
+        with one_hot_gather(enabled):
+            world_s, agent_s = _time_updates(model, trainer, agent, data, updates)
+            phase_s = time_phases(model, trainer, agent, data, max(1, updates // 2)) if phases else None
+        total = world_s + agent_s
+        achieved = flops / total / 1e9
+        rows.append(
+            {
+                "preset": name,
+                "path": path,
+                "device": str(device),
+                "device_name": torch.cuda.get_device_name(device)
+                if device.type == "cuda"
+                else platform.processor() or platform.machine(),
+                "precision": trainer.precision,
+                "batch": batch,
+                "seq_len": length,
+                "params_m": sum(p.numel() for m in (model, agent) for p in m.parameters()) / 1e6,
+                "updates_per_s": 1.0 / total,
+                "world_model_s": world_s,
+                "actor_critic_s": agent_s,
+                "gflop_per_update": flops / 1e9,
+                "gflop_per_s": achieved,
+                "peak_fraction": achieved / peak[trainer.precision],
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                **({"phases_s": phase_s} if phase_s is not None else {}),
+            }
+        )
+    return rows
+
+
 def format_bench(result: dict[str, Any]) -> str:
-    """The rows as a markdown table under a line about the machine's measured peak."""
+    """The rows as a markdown table under a line about the machine's measured peak, then the phase
+    table of each row that has one."""
     peak = result["peak_gflop_per_s"]
     rows = result["rows"]
     first = rows[0] if rows else {}
@@ -245,6 +350,15 @@ def format_bench(result: dict[str, Any]) -> str:
             f" {r['actor_critic_s']:.3f} | {r['gflop_per_update']:.1f} | {r['gflop_per_s']:.0f} |"
             f" {100 * r['peak_fraction']:.0f}% |"
         )
+    timed = [r for r in rows if "phases_s" in r]
+    if timed:
+        names = list(dict.fromkeys(k for r in timed for k in r["phases_s"]))
+        header = " | ".join(f"{r['preset']} {r['path']} {r['precision']}" for r in timed)
+        lines += ["", "Milliseconds per update in each phase:", "", f"| phase | {header} |"]
+        lines.append("|---|" + "---:|" * len(timed))
+        for phase in names:
+            cells = " | ".join(f"{1000 * r['phases_s'].get(phase, 0.0):.0f}" for r in timed)
+            lines.append(f"| {phase} | {cells} |")
     return "\n".join(lines)
 
 

@@ -170,7 +170,10 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
         help="presets, or the sizes of the peer comparison (sizes_a: CartPole, sizes_b: Pong);"
         " default: all presets (with --nproc: small)",
     )
-    t.add_argument("--plain", action="store_true", help="also time each row with the one-hot fast path off")
+    t.add_argument(
+        "--gather", action="store_true", help="also time each row with the one-hot gather of the latents on"
+    )
+    t.add_argument("--phases", action="store_true", help="add the milliseconds per update of each phase")
     t.add_argument("--device", default="auto")
     t.add_argument(
         "--nproc",
@@ -184,7 +187,9 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--threads-per-rank", type=int, default=None, help="with --nproc: torch threads (default cores/ranks)"
     )
-    t.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    t.add_argument(
+        "--precision", nargs="+", default=["auto"], choices=["auto", "bf16", "fp32"], help="one row each"
+    )
     t.add_argument(
         "--updates", type=int_at_least(1), default=5, help="timed updates per preset (after 2 warm-up)"
     )
@@ -444,7 +449,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     presets = args.presets or list(TRAIN_PRESETS)
     device = resolve_device(args.device)
-    result = bench_train(presets, device, args.precision, args.updates, args.batch_size, args.plain)
+    result = bench_train(
+        presets, device, args.precision, args.updates, args.batch_size, args.gather, args.phases
+    )
     table = format_bench(result)
     print(table)
     json_path = Path(args.json)

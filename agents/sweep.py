@@ -136,9 +136,12 @@ def _actor_critic(seed: int, workdir: Path) -> Figures:
 # ---------------------------------------------------------------------------------------------------
 # DreamerV2 online, from scratch
 # ---------------------------------------------------------------------------------------------------
-def dreamerv2_online(env: str, steps: int, seed: int, workdir: Path, **agent: Any) -> Figures:
+def dreamerv2_online(
+    env: str, steps: int, seed: int, workdir: Path, *, precision: str = "auto", **agent: Any
+) -> Figures:
     """The ``small`` preset learning online on ``env`` for ``steps`` env steps, evaluated (policy
-    mode, 10 episodes) every 1,000 steps; ``metric`` is the last evaluation."""
+    mode, 10 episodes) every 1,000 steps, in ``precision`` (TrainConfig.precision); ``metric`` is the
+    last evaluation."""
     from .config import train_preset
     from .train import train
 
@@ -148,6 +151,7 @@ def dreamerv2_online(env: str, steps: int, seed: int, workdir: Path, **agent: An
         env=env,
         steps=steps,
         seed=seed,
+        precision=precision,
         eval_every=1000,
         eval_episodes=10,
         checkpoint_every=steps,
@@ -163,8 +167,12 @@ def _dreamerv2_cartpole(seed: int, workdir: Path) -> Figures:
     return dreamerv2_online("CartPole-v1", 5000, seed, workdir)
 
 
+def _dreamerv2_cartpole_bf16(seed: int, workdir: Path) -> Figures:
+    return dreamerv2_online("CartPole-v1", 5000, seed, workdir / "bf16", precision="bf16")
+
+
 #: The Pendulum recipe: the DMC preset's entropy scale and learning rates of 3e-4.
-PENDULUM_AGENT = {"actor_lr": 3e-4, "critic_lr": 3e-4, "actor_entropy": 1e-4}
+PENDULUM_AGENT: dict[str, Any] = {"actor_lr": 3e-4, "critic_lr": 3e-4, "actor_entropy": 1e-4}
 
 
 def _dreamerv2_pendulum(seed: int, workdir: Path) -> Figures:
@@ -245,6 +253,11 @@ RECIPES: dict[str, Recipe] = {
         Recipe("cartpole-ppo-decoded", "real return of PPO trained on decoded observations", _ppo_decoded),
         Recipe("cartpole-actor-critic", "real return of the actor-critic from replay states", _actor_critic),
         Recipe("dreamerv2-cartpole", "last evaluation of DreamerV2 online, 5k steps", _dreamerv2_cartpole),
+        Recipe(
+            "dreamerv2-cartpole-bf16",
+            "last evaluation of DreamerV2 online, 5k steps, bf16 autocast",
+            _dreamerv2_cartpole_bf16,
+        ),
         Recipe("dreamerv2-pendulum", "last evaluation of DreamerV2 online, 8k steps", _dreamerv2_pendulum),
         Recipe(
             "quickstart-cartpole", "real return of quickstart PPO", lambda s, w: quickstart("CartPole", s, w)

@@ -41,21 +41,29 @@ Segments = tuple[tuple[int, int], ...]
 
 
 class _Switch:
-    enabled = True
+    enabled = False
 
 
-_FAST = _Switch()
+_GATHER = _Switch()
 
 
 @contextlib.contextmanager
-def dense_products() -> Iterator[None]:
-    """Within the block, :class:`SegmentLinear` layers take the plain dense product (for checks and
-    benchmarks of the one-hot fast path)."""
-    previous, _FAST.enabled = _FAST.enabled, False
+def one_hot_gather(enabled: bool = True) -> Iterator[None]:
+    """Within the block, :class:`SegmentLinear` layers multiply their one-hot segments by gathering
+    the weight columns they select (``enabled=False``: the plain dense product, the default). The
+    gather does 32 times fewer multiplications for 32 x 32 latents, but on the 2-core CPUs measured
+    (docs/benchmarks/train_full_cpu.md) finding the selected columns costs more than the dense
+    product saves, so it is off unless asked for (benchmarks and checks)."""
+    previous, _GATHER.enabled = _GATHER.enabled, enabled
     try:
         yield
     finally:
-        _FAST.enabled = previous
+        _GATHER.enabled = previous
+
+
+def dense_products() -> contextlib.AbstractContextManager[None]:
+    """Within the block, :class:`SegmentLinear` layers take the plain dense product."""
+    return one_hot_gather(False)
 
 
 class _OneHotProduct(torch.autograd.Function):
@@ -101,10 +109,11 @@ class SegmentLinear(nn.Linear):
     ``nn.Linear``; a one-hot segment is multiplied by gathering the weight columns it selects, which
     for DreamerV2's 32 x 32 latents is 32 times fewer multiplications than the dense product.
 
-    The one-hot segments hold one-hot rows per variable (or all-zero ones, the initial state) in every
-    state of :class:`~wmsim.rssm.RSSM`; inputs that are not one-hot are detected and take the dense
-    product. The fast path is for CPUs; on GPUs and in exported graphs (ONNX) the layer is a plain
-    ``nn.Linear``.
+    The gather runs only inside :func:`one_hot_gather` (it is slower than the dense product on the CPUs
+    measured). The one-hot segments hold one-hot rows per variable (or all-zero ones, the initial
+    state) in every state of :class:`~wmsim.rssm.RSSM`; inputs that are not one-hot are detected and
+    take the dense product. The gather is for CPUs; on GPUs and in exported graphs (ONNX) the layer
+    is a plain ``nn.Linear``.
     """
 
     def __init__(self, in_features: int, out_features: int, segments: Segments, bias: bool = True) -> None:
@@ -123,7 +132,7 @@ class SegmentLinear(nn.Linear):
         # Under bf16 autocast the dense product is faster than the gather (measured on AVX512-BF16:
         # docs/benchmarks/train_full_cpu.md), so the fast path is for fp32 only.
         autocast = torch.is_autocast_enabled("cpu")
-        if not _FAST.enabled or exporting or autocast or inputs.device.type != "cpu":
+        if not _GATHER.enabled or exporting or autocast or inputs.device.type != "cpu":
             return super().forward(inputs)
         batch_shape = inputs.shape[:-1]
         flat = inputs.reshape(-1, inputs.shape[-1])

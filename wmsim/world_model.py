@@ -380,11 +380,29 @@ class WorldModel(nn.Module):
         ``(next_state, reward (B,), continue_prob (B,))``. Differentiable with respect to state and
         action (straight-through through the sample).
         """
-        next_state = self.rssm.img_step(
-            state, self.transition_input(action, task), noise=noise, sample=sample
-        )
-        feat = next_state.feat
-        return next_state, self.reward(feat, task), self.continue_prob(feat, task)
+        next_state = self.transition(state, action, noise=noise, sample=sample, task=task)
+        reward, cont = self.heads(next_state.feat, task)
+        return next_state, reward, cont
+
+    def transition(
+        self,
+        state: State,
+        action: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        sample: bool = True,
+        task: torch.Tensor | None = None,
+    ) -> State:
+        """The latent part of :meth:`step` (the prior), without the heads: for rollouts that read the
+        heads once on all the states of a trajectory (:meth:`heads` on ``(H, B, F)``), which runs
+        fewer, larger matrix products than a head call per step."""
+        return self.rssm.img_step(state, self.transition_input(action, task), noise=noise, sample=sample)
+
+    def heads(
+        self, feat: torch.Tensor, task: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The heads :meth:`step` reads on a state's features ``(..., F)``: ``(reward (...),
+        continue_prob (...))``."""
+        return self.reward(feat, task), self.continue_prob(feat, task)
 
     def obs_step(
         self,

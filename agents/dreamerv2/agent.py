@@ -134,29 +134,31 @@ class ActorCritic(nn.Module):
         through_dynamics = self.gradient != "reinforce" and torch.is_grad_enabled()
         gamma = self.config.discount or world_model.config.discount
         state = start
-        feats, actions, outputs, rewards, discounts = [start.feat], [], [], [], []
+        feats, actions, outputs = [start.feat], [], []
         for _ in range(horizon):
             output = self.actor.net(state.feat.detach())
             action = self.actor.policy(output).sample()
             with torch.set_grad_enabled(through_dynamics):
                 model_action = self.to_model_action(action if through_dynamics else action.detach())
-                state, reward, cont = world_model.step(state, model_action)
+                state = world_model.transition(state, model_action)
             feats.append(state.feat)
             actions.append(action)
             outputs.append(output)
-            rewards.append(reward)
-            discounts.append(cont * gamma)
+        feat = torch.stack(feats)
+        # The heads of WorldModel.step, read once on the whole trajectory (H x N rows).
+        with torch.set_grad_enabled(through_dynamics):
+            reward, cont = world_model.heads(feat[1:])
         if is_terminal is not None:
-            first_cont = (1.0 - is_terminal.reshape(-1).to(feats[0].dtype)) * gamma
+            first_cont = (1.0 - is_terminal.reshape(1, -1).to(cont.dtype)) * gamma
         else:
-            first_cont = world_model.continue_prob(start.feat) * gamma
-        reward_0 = torch.zeros_like(rewards[0])
+            first_cont = world_model.continue_prob(start.feat).unsqueeze(0) * gamma
+        reward_0 = torch.zeros_like(reward[:1])
         return (
-            torch.stack(feats),
+            feat,
             torch.stack(actions),
             torch.stack(outputs),
-            torch.stack([reward_0, *rewards]),
-            torch.stack([first_cont, *discounts]),
+            torch.cat([reward_0, reward]),
+            torch.cat([first_cont, cont * gamma]),
         )
 
     # ------------------------------------------------------------------ learning

@@ -89,6 +89,40 @@ def test_dynamics_backprop_reaches_the_actor_through_the_world_model() -> None:
     assert sum(float(g.abs().sum()) for g in grads) > 0
 
 
+@pytest.mark.parametrize(("discrete", "grad"), [(True, "reinforce"), (False, "dynamics")])
+def test_imagination_reads_the_heads_once_and_matches_stepping_the_world_model(
+    discrete: bool, grad: str
+) -> None:
+    # The fast imagination runs the latent transition per step and the reward and discount heads once
+    # on the whole trajectory; it must give what WorldModel.step (the dreams' transition, heads
+    # inside) gives step by step with the same random numbers, values and gradients alike.
+    wm, agent, posts = _setup(discrete, grad)
+    start = posts.map(lambda t: t.detach().reshape(-1, *t.shape[2:]))  # type: ignore[attr-defined]
+    torch.manual_seed(5)
+    feat, _, _, reward, discount = agent.imagine(wm, start, 4)
+    torch.manual_seed(5)
+    state, feats, rewards, conts = start, [start.feat], [], []
+    for _ in range(4):
+        sampled = agent.actor(state.feat.detach()).sample()
+        step_action = agent.to_model_action(sampled if grad == "dynamics" else sampled.detach())
+        state, r, c = wm.step(state, step_action)
+        feats.append(state.feat)
+        rewards.append(r)
+        conts.append(c)
+    gamma = wm.config.discount
+    torch.testing.assert_close(feat, torch.stack(feats), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(reward[1:], torch.stack(rewards), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(discount[1:], torch.stack(conts) * gamma, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(discount[0], wm.continue_prob(start.feat) * gamma)
+    assert torch.equal(reward[0], torch.zeros_like(reward[0]))
+    if grad == "dynamics":  # the returns' gradient reaches the actor through the heads read at the end
+        grads = torch.autograd.grad(reward[1:].sum(), list(agent.actor.parameters()), allow_unused=True)
+        expected = torch.autograd.grad(torch.stack(rewards).sum(), list(agent.actor.parameters()))
+        for got, want in zip(grads, expected, strict=True):
+            assert got is not None
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
 def test_imagination_weights_include_the_current_discount_and_the_data_decides_the_first() -> None:
     # R_t values the action taken at s_t, so its weight is prod_{k<=t} c_k; c_0 is the data's
     # is_terminal. A start state the data marks terminal must not train the actor or the critic.
@@ -192,18 +226,18 @@ def test_policy_round_trips_through_the_bundle(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("discrete", "grad"), [(True, "reinforce"), (False, "dynamics")])
-def test_actor_critic_update_is_the_same_with_the_one_hot_fast_path(discrete: bool, grad: str) -> None:
+def test_actor_critic_update_is_the_same_with_the_one_hot_gather(discrete: bool, grad: str) -> None:
     import copy
 
-    from wmsim.nn import dense_products
+    from wmsim.nn import one_hot_gather
 
     wm, agent, posts = _setup(discrete, grad)
     twin = copy.deepcopy(agent)
     torch.manual_seed(3)
-    fast = agent.train_step(wm, posts)  # type: ignore[arg-type]
+    with one_hot_gather():
+        fast = agent.train_step(wm, posts)  # type: ignore[arg-type]
     torch.manual_seed(3)
-    with dense_products():
-        plain = twin.train_step(wm, posts)  # type: ignore[arg-type]
+    plain = twin.train_step(wm, posts)  # type: ignore[arg-type]
     for key in ("actor_loss", "critic_loss", "imag_return", "actor_grad_norm", "critic_grad_norm"):
         torch.testing.assert_close(fast[key], plain[key], atol=1e-5, rtol=1e-4)
     for a, b in zip(agent.parameters(), twin.parameters(), strict=True):

@@ -229,13 +229,26 @@ def test_bench_train_times_full_updates_with_their_arithmetic(tmp_path: Path) ->
     from agents.cli import main
 
     out = tmp_path / "bench.json"
-    argv = ["bench", "train", "--presets", "tiny", "--updates", "1", "--plain", "--json", str(out)]
-    assert main(argv) == 0
+    argv = ["bench", "train", "--presets", "tiny", "--updates", "2", "--gather", "--phases"]
+    assert main([*argv, "--precision", "fp32", "bf16", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["peak_gflop_per_s"]["fp32"] > 0 and result["peak_gflop_per_s"]["bf16"] > 0
-    fast, plain = result["rows"]
-    assert (fast["path"], plain["path"]) == ("fast", "plain")
-    for row in (fast, plain):
+    rows = result["rows"]
+    assert [(r["path"], r["precision"]) for r in rows] == [
+        ("dense", "fp32"),
+        ("gather", "fp32"),
+        ("dense", "bf16"),
+        ("gather", "bf16"),
+    ]
+    for row in rows:
         assert row["updates_per_s"] > 0 and row["gflop_per_update"] > 0
         assert 0 < row["peak_fraction"] < 1.5 and row["actor_critic_s"] > 0
-    assert "| tiny | fast |" in out.with_suffix(".md").read_text()
+        phases = row["phases_s"]
+        for phase in ("encoder", "observe loop (RSSM filter)", "decoder", "optimiser"):
+            assert phases[f"world model: {phase}"] > 0, phase
+        for phase in ("imagination: actor", "imagination: latent transition", "target critic", "critic"):
+            assert phases[f"actor-critic: {phase}"] > 0, phase
+        # the phases are parts of the stages: together no more than the stages' time (+ timer noise)
+        assert sum(phases.values()) < 3 * (row["world_model_s"] + row["actor_critic_s"])
+    table = out.with_suffix(".md").read_text()
+    assert "| tiny | dense | fp32 |" in table and "| world model: observe loop (RSSM filter) |" in table
