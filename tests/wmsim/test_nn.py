@@ -111,3 +111,22 @@ def test_bf16_autocast_update_stays_close_to_fp32() -> None:
         torch.testing.assert_close(low[key], full[key], rtol=1e-3, atol=1e-3)
     # The reward head sees bf16-rounded latent samples (a few flip): close, not equal.
     torch.testing.assert_close(low["reward_loss"], full["reward_loss"], rtol=0.15, atol=1e-3)
+
+
+@pytest.mark.parametrize("kernels", [(5, 5, 6, 6), (6,)])
+def test_decoder_first_layer_as_a_product_matches_the_transposed_convolution(kernels: tuple) -> None:
+    from wmsim.nn import ConvDecoder
+
+    torch.manual_seed(0)
+    decoder = ConvDecoder(30, 3, 4, kernels)
+    feat = torch.randn(2, 5, 30, requires_grad=True)
+    out = decoder(feat)
+    # the reference: the whole stack of transposed convolutions on the 1x1 map
+    reference = decoder.net(decoder.linear(feat).reshape(-1, decoder.in_channels, 1, 1))
+    assert out.shape == (2, 5, *reference.shape[-3:])
+    torch.testing.assert_close(out, reference.reshape(out.shape), atol=1e-6, rtol=1e-5)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, [feat, *decoder.parameters()], grad)
+    want = torch.autograd.grad(reference.reshape(out.shape), [feat, *decoder.parameters()], grad)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
