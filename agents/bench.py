@@ -26,6 +26,7 @@ import dataclasses
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -159,9 +160,11 @@ def update_flops(model: WorldModel, trainer: WorldModelTrainer, agent: ActorCrit
 def _time_updates(
     model: WorldModel, trainer: WorldModelTrainer, agent: ActorCritic, data: dict, updates: int
 ) -> tuple[float, float]:
-    """Seconds per update of the world model and of the actor-critic, after two warm-up updates."""
+    """Seconds per update of the world model and of the actor-critic: the median over ``updates``
+    timed updates after two warm-up ones (on a shared VM single updates slow down by tens of percent
+    now and then; the median does not follow them)."""
     device = next(model.parameters()).device
-    seconds = [0.0, 0.0]
+    world, actor_critic = [], []
     for i in range(updates + 2):
         start = time.perf_counter()
         posts, _ = trainer.train_step(data)
@@ -170,9 +173,9 @@ def _time_updates(
         agent.train_step(model, posts, data["is_terminal"])
         _sync(device)
         if i >= 2:
-            seconds[0] += middle - start
-            seconds[1] += time.perf_counter() - middle
-    return seconds[0] / updates, seconds[1] / updates
+            world.append(middle - start)
+            actor_critic.append(time.perf_counter() - middle)
+    return statistics.median(world), statistics.median(actor_critic)
 
 
 class PhaseClock:
