@@ -5,7 +5,8 @@ task what single-task pretraining (:mod:`agents.offline`) does for one env, then
 
 1. **Collect** ``data_steps`` real steps *per task* with the behaviour policy into one replay per task
    (``LOGDIR/replay/<task>/``); a task with no scripted player is played at random under ``scripted``
-   and ``mixed`` (the dataset record says so).
+   and ``mixed`` (the dataset record says so). With ``dataset`` each task's replay is filled from a
+   Minari dataset instead (:class:`agents.datasets.MinariSource`).
 2. **Fit** a task-conditioned world model (:class:`wmsim.world_model.TaskSet`): every batch draws its
    ``batch_size`` rows' tasks uniformly, samples each row from that task's replay, zero-pads
    observations and actions to the largest task's and adds the ``task`` indices ``(B, T)``. Checkpoints
@@ -17,7 +18,6 @@ Tasks take vector observations and continuous actions (DeepMind Control from sta
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from wmsim.bundle import BundleTask, encode_start_states, save_bundle
 from wmsim.config import to_dict
@@ -35,14 +34,15 @@ from wmsim.envs import EnvSpec, describe_spaces, make_env
 from wmsim.fileio import atomic_write_json
 from wmsim.world_model import IOSpec, TaskIO
 
-from .behaviours import SCRIPTED, behaviour_for
+from .behaviours import SCRIPTED
+from .datasets import dataset_folders
 from .offline import (
     DATASET_FILE,
     LOSS_STAGES,
     OfflinePretrainer,
-    record_episode,
+    dataset_origin,
+    read_dataset_record,
     replay_capacity,
-    return_summary,
 )
 from .replay import Replay
 
@@ -71,7 +71,7 @@ def pad_last(array: np.ndarray, size: int) -> np.ndarray:
 class MultiTaskPretrainer(OfflinePretrainer):
     """Collect, fit and bundle over several tasks; every phase resumes from what ``logdir`` holds."""
 
-    def _open_data(self) -> IOSpec:
+    def _open_envs(self) -> None:
         c = self.config
         self.specs = [task_spec(env_id, c.env_obs) for env_id in c.task_ids]
         self.envs = [make_env(spec, seed=c.seed) for spec in self.specs]
@@ -84,57 +84,65 @@ class MultiTaskPretrainer(OfflinePretrainer):
                     f" {spec.id} has {env.observation_space} and {env.action_space}"
                 )
             tasks.append(TaskIO(task_name(spec), io.obs_shape[0], io.action_size))
+        self.tasks = tasks
         self.task_ios = [IOSpec((t.obs_size,), False, t.action_size, False) for t in tasks]
+        names = [t.name for t in tasks]
+        folders: list[str | None] = [None] * len(names)
+        if c.dataset:
+            folders = list(dataset_folders(c.dataset, names))
+        recorded = (read_dataset_record(Path(c.logdir)) or {}).get("tasks", {})
+        self.sources = []
+        for index, (spec, env, folder) in enumerate(zip(self.specs, self.envs, folders, strict=True)):
+            behaviour = c.behaviour if spec.id in SCRIPTED else "random"
+            label = behaviour if behaviour == c.behaviour else f"random (no scripted player for {spec.id})"
+            self.sources.append(
+                self.data_source(
+                    env,
+                    spec,
+                    folder,
+                    spec.id,
+                    behaviour,
+                    c.seed + index,
+                    recorded.get(task_name(spec)),
+                    label,
+                )
+            )
+        # the first task stands for the run where single-task code asks (the card's env, logs)
+        self.spec, self.env, self.source = self.specs[0], self.envs[0], self.sources[0]
+
+    def _open_data(self) -> IOSpec:
+        c = self.config
         self.replays = [
             Replay(self.logdir / "replay" / t.name, replay_capacity(c), chunk_length=1024, seed=c.seed + i)
-            for i, t in enumerate(tasks)
+            for i, t in enumerate(self.tasks)
         ]
         self.task_rng = np.random.default_rng(c.seed)
-        # the first task stands for the run where single-task code asks (the card's env, logs)
-        self.spec, self.env, self.replay = self.specs[0], self.envs[0], self.replays[0]
-        return IOSpec.multi_task(tasks, c.task_embed)
+        self.replay = self.replays[0]
+        return IOSpec.multi_task(self.tasks, c.task_embed)
 
     # ------------------------------------------------------------------ 1. collect
     def collect(self) -> dict[str, Any]:
-        """Fill every task's dataset up to ``data_steps`` (an unfinished task is redone from scratch)."""
+        """Fill every task's dataset from its source: up to ``data_steps`` collected steps, or the whole
+        of its dataset (an unfinished fill redoes every task from scratch)."""
         c = self.config
         stats_file = self.logdir / DATASET_FILE
-        done = all(r.total_steps >= c.data_steps for r in self.replays)
-        if stats_file.exists() and done:
-            self.data_stats = json.loads(stats_file.read_text())
+        recorded = read_dataset_record(self.logdir)
+        per = (recorded or {}).get("tasks", {})
+        parts = zip(self.specs, self.replays, self.sources, strict=True)
+        if recorded is not None and all(s.loaded(r, per.get(task_name(spec))) for spec, r, s in parts):
+            self.data_stats = recorded
             return self.data_stats
         per_task: dict[str, Any] = {}
         start = time.perf_counter()
-        for index, (spec, env, replay, io) in enumerate(
-            zip(self.specs, self.envs, self.replays, self.task_ios, strict=True)
-        ):
+        tasks = zip(self.specs, self.replays, self.task_ios, self.sources, strict=True)
+        for spec, replay, io, source in tasks:
             replay.truncate(0)
-            rng = np.random.default_rng(c.seed + index)
-            env.action_space.seed(c.seed + index)
-            behaviour = c.behaviour if spec.id in SCRIPTED else "random"
-            returns: list[float] = []
-            bar = tqdm(
-                total=c.data_steps, disable=not self.progress, unit="step", desc=spec.name, mininterval=1
-            )
-            episode = 0
-            while replay.total_steps < c.data_steps:
-                act = behaviour_for(behaviour, spec.id, env, episode, rng)
-                total, _ = record_episode(env, act, replay, io, c.seed + episode, bar)
-                returns.append(total)
-                episode += 1
-            bar.close()
+            record = source.fill(replay, io, progress=self.progress, desc=spec.name)
             replay.flush()
-            per_task[task_name(spec)] = {
-                "env": spec.id,
-                "behaviour": behaviour
-                if behaviour == c.behaviour
-                else f"random (no scripted player for {spec.id})",
-                "steps": replay.total_steps,
-                "episodes": episode,
-                **return_summary(returns),
-            }
+            per_task[task_name(spec)] = {"env": spec.id, **record}
+        behaviours = dict.fromkeys(t["behaviour"] for t in per_task.values())
         self.data_stats = {
-            "behaviour": c.behaviour,
+            "behaviour": ", ".join(behaviours) if c.dataset else c.behaviour,
             "steps": sum(t["steps"] for t in per_task.values()),
             "episodes": sum(t["episodes"] for t in per_task.values()),
             "episode_return_mean": float(np.mean([t["episode_return_mean"] for t in per_task.values()])),
@@ -193,7 +201,8 @@ class MultiTaskPretrainer(OfflinePretrainer):
             for name, spec, env in zip(self.model.tasks, self.specs, self.envs, strict=True)
         ]
         info = {
-            "recipe": "offline multi-task pretraining (wmsim pretrain --tasks)",
+            "recipe": "offline multi-task pretraining (wmsim pretrain --tasks)"
+            + dataset_origin(list(self.data_stats.get("tasks", {}).values())),
             "updates": self.updates,
             "seed": self.config.seed,
             "pretrain_config": {**to_dict(self.config), LOSS_STAGES: self.loss_stages},

@@ -1,7 +1,8 @@
 """Pretrain a world model on an offline dataset (the PWM recipe), then learn policies inside it.
 
 1. **Collect** ``data_steps`` real steps with a behaviour policy (``random``, ``scripted`` or ``mixed``;
-   see :mod:`agents.behaviours`) into an on-disk replay.
+   see :mod:`agents.behaviours`) into an on-disk replay, or with ``dataset`` load the episodes of a Minari
+   dataset into it instead (:mod:`agents.datasets`): the two data sources fill the same replay.
 2. **Fit** the world model on sequences sampled from that fixed dataset for ``updates`` gradient steps,
    checkpointing every ``checkpoint_every`` updates (rerun the same command to resume).
 3. **Bundle** the model with start states taken from the dataset's episode starts.
@@ -10,6 +11,8 @@ Policies are then learned inside the bundle: ``wmsim train --dream BUNDLE`` (Dre
 ``agents.sb3.train_in_dream`` (any SB3 algorithm).
 
 CLI: ``wmsim pretrain --env atari/Pong --behaviour mixed --data_steps 60000 --updates 5000``.
+
+``wmsim export-dataset LOGDIR --out DIR`` writes a run's dataset in Minari's format.
 
 With ``--tasks`` (several env ids) one multi-task world model is fitted on the datasets of all of them
 (:class:`agents.multitask.MultiTaskPretrainer`, the PWM setting).
@@ -58,6 +61,7 @@ from .checkpoint import (
     rewind_logs,
     save_checkpoint,
 )
+from .datasets import DataSource, MinariSource, return_summary
 from .replay import Replay
 
 log = logging.getLogger(__name__)
@@ -107,6 +111,16 @@ class PretrainConfig:
             " architecture and spaces must be the bundle's"
         },
     )
+    dataset: str = field(
+        default="",
+        metadata={
+            "help": "a Minari dataset folder to fit on instead of collecting (e.g. one that `wmsim"
+            " export-dataset` wrote); its spaces must be the env's (the replay holds --data_steps + 100,000"
+            " steps: raise --data_steps for a larger dataset). With --tasks: one folder per task,"
+            " comma-separated in the order of --tasks, or one folder holding a dataset per task"
+            " (DIR/<task>)"
+        },
+    )
     model: WorldModelConfig = field(default_factory=lambda: model_preset("small"))
 
     def __post_init__(self) -> None:
@@ -129,6 +143,17 @@ class PretrainConfig:
             raise ValueError(
                 f"tasks={self.tasks!r}: give distinct env ids separated by commas, e.g."
                 " dmc/cartpole-swingup,dmc/walker-walk"
+            )
+        folders = [p.strip() for p in self.dataset.split(",")] if self.dataset else []
+        if any(not p for p in folders):
+            raise ValueError(f"dataset={self.dataset!r}: an empty folder name; give Minari dataset folders")
+        if len(folders) > 1 and not ids:
+            raise ValueError(f"dataset={self.dataset!r}: a single-task run takes one dataset folder")
+        if len(folders) > 1 and len(folders) != len(ids):
+            raise ValueError(
+                f"dataset={self.dataset!r}: {len(folders)} folders for {len(ids)} tasks: give one dataset"
+                " folder per task, in the order of --tasks, or one folder holding a dataset per task"
+                " (DIR/<task>)"
             )
         if self.env_obs not in ("", "pixels", "state"):
             raise ValueError(f"env_obs={self.env_obs!r}: choose 'pixels', 'state' or leave empty")
@@ -206,13 +231,58 @@ def record_episode(
     return total, steps
 
 
-def return_summary(returns: list[float]) -> dict[str, float]:
-    """Mean, min and max of episode returns, as the dataset records keep them."""
-    return {
-        "episode_return_mean": float(np.mean(returns)),
-        "episode_return_min": float(np.min(returns)),
-        "episode_return_max": float(np.max(returns)),
-    }
+@dataclass
+class Collection:
+    """Real episodes of a behaviour policy, played until the replay holds ``steps`` steps: the data
+    source of a run without a dataset (the other is :class:`agents.datasets.MinariSource`).
+
+    ``seed`` seeds the behaviour's random numbers and the env's action space; episode ``i`` starts from
+    ``env.reset(seed=episode_seed + i)``. ``label`` is the behaviour as the record names it."""
+
+    env: gym.Env
+    env_id: str
+    behaviour: str
+    steps: int
+    seed: int
+    episode_seed: int
+    label: str = ""
+
+    def loaded(self, replay: Replay, record: Any) -> bool:
+        return record is not None and replay.total_steps >= self.steps
+
+    def fill(self, replay: Replay, io: IOSpec, *, progress: bool, desc: str) -> dict[str, Any]:
+        rng = np.random.default_rng(self.seed)
+        self.env.action_space.seed(self.seed)
+        returns: list[float] = []
+        bar = tqdm(total=self.steps, disable=not progress, unit="step", desc=desc, mininterval=1)
+        episode = 0
+        while replay.total_steps < self.steps:
+            act = behaviour_for(self.behaviour, self.env_id, self.env, episode, rng)
+            total, _ = record_episode(self.env, act, replay, io, self.episode_seed + episode, bar)
+            returns.append(total)
+            episode += 1
+        bar.close()
+        return {
+            "behaviour": self.label or self.behaviour,
+            "steps": replay.total_steps,
+            "episodes": episode,
+            **return_summary(returns),
+        }
+
+
+def read_dataset_record(logdir: Path) -> dict[str, Any] | None:
+    """The run's dataset record (``dataset.json``), None when it has none yet."""
+    path = logdir / DATASET_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict):
+            raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        fix = "delete it to gather the data again"
+        raise ValueError(f"{path} is not a dataset record ({exc}): {fix}") from exc
+    return record
 
 
 class OfflinePretrainer:
@@ -221,6 +291,7 @@ class OfflinePretrainer:
     def __init__(self, config: PretrainConfig, *, progress: bool = True) -> None:
         self.config = config
         self.progress = progress
+        self._open_envs()  # a --dataset is checked against the env here, before anything is written
         self.logdir = ensure_directory(config.logdir, "--logdir")
         remove_killed_writes(self.logdir)
         self._check_run_dir()
@@ -235,11 +306,45 @@ class OfflinePretrainer:
         self.data_stats: dict[str, Any] = {}
         self.wall_clock: dict[str, float] = {}
 
+    def _open_envs(self) -> None:
+        """Make the real env and the data source (collection, or the ``dataset``)."""
+        c = self.config
+        self.spec = env_spec_of_config(c)
+        self.env = make_env(self.spec, seed=c.seed)
+        recorded = read_dataset_record(Path(c.logdir))
+        folder = c.dataset or None
+        self.source = self.data_source(self.env, self.spec, folder, c.env, c.behaviour, c.seed, recorded)
+
+    def data_source(
+        self,
+        env: gym.Env,
+        spec: EnvSpec,
+        folder: str | None,
+        env_id: str,
+        behaviour: str,
+        seed: int,
+        recorded: dict[str, Any] | None,
+        label: str = "",
+    ) -> DataSource:
+        """The source of one task's data: the Minari dataset in ``folder``, or collection by
+        ``behaviour`` (seeded by ``seed``; episodes by the run's seed) when ``folder`` is None."""
+        c = self.config
+        if folder is not None:
+            what = "--dataset" if not c.task_ids else f"--dataset (task {spec.name})"
+            return MinariSource(
+                folder,
+                env,
+                spec,
+                max_steps=replay_capacity(c),
+                min_steps=c.seq_len,
+                recorded=recorded,
+                what=what,
+            )
+        return Collection(env, env_id, behaviour, c.data_steps, seed=seed, episode_seed=c.seed, label=label)
+
     def _open_data(self) -> IOSpec:
-        """Make the real env and open the dataset's replay; returns the model's io spec."""
+        """Open the dataset's replay; returns the model's io spec."""
         config = self.config
-        self.spec = env_spec_of_config(config)
-        self.env = make_env(self.spec, seed=config.seed)
         self.replay = Replay(
             self.logdir / "replay", replay_capacity(config), chunk_length=1024, seed=config.seed
         )
@@ -261,13 +366,16 @@ class OfflinePretrainer:
         """Refuse a ``logdir`` that holds another run; accept new loss weights as a next stage.
 
         Only ``updates``, ``checkpoint_every`` and the loss weights (``model.loss``) may differ from the
-        saved settings. A loss change after the first checkpoint starts a new stage of the same run,
-        kept in ``pretrain_config.json`` under ``loss_stages`` (and in the bundle's info), so a staged
-        recipe stays reproducible: rerun each stage's command with its ``--updates``.
+        saved settings, once the run has data or a checkpoint (before, any settings start it afresh).
+        A loss change after the first checkpoint starts a new stage of the same run, kept in
+        ``pretrain_config.json`` under ``loss_stages`` (and in the bundle's info), so a staged recipe
+        stays reproducible: rerun each stage's command with its ``--updates``.
         """
         current = to_dict(self.config)
         stages: list[dict[str, Any]] = []
         previous = read_pretrain_settings(self.logdir)
+        if read_dataset_record(self.logdir) is None and latest_checkpoint(self.logdir) is None:
+            previous = None  # nothing gathered or fitted yet (e.g. a dataset refused mid-way): a fresh run
         if previous is not None:
             stages = previous.pop(LOSS_STAGES, [])
             keys = [k for k in current if k not in {"updates", "checkpoint_every", "start_context"}]
@@ -297,34 +405,19 @@ class OfflinePretrainer:
 
     # ------------------------------------------------------------------ 1. collect
     def collect(self) -> dict[str, Any]:
-        """Fill the dataset up to ``data_steps`` (an unfinished collection is redone from scratch)."""
-        c = self.config
-        stats_file = self.logdir / DATASET_FILE
-        if stats_file.exists() and self.replay.total_steps >= c.data_steps:
-            self.data_stats = json.loads(stats_file.read_text())
+        """Fill the dataset from the data source: up to ``data_steps`` collected steps, or the whole
+        ``dataset`` (an unfinished fill is redone from scratch)."""
+        recorded = read_dataset_record(self.logdir)
+        if recorded is not None and self.source.loaded(self.replay, recorded):
+            self.data_stats = recorded
             return self.data_stats
         self.replay.truncate(0)
-        rng = np.random.default_rng(c.seed)
-        self.env.action_space.seed(c.seed)
-        returns: list[float] = []
         start = time.perf_counter()
-        bar = tqdm(total=c.data_steps, disable=not self.progress, unit="step", desc="collect", mininterval=1)
-        episode = 0
-        while self.replay.total_steps < c.data_steps:
-            act = behaviour_for(c.behaviour, c.env, self.env, episode, rng)
-            total, _ = record_episode(self.env, act, self.replay, self.io, c.seed + episode, bar)
-            returns.append(total)
-            episode += 1
-        bar.close()
+        desc = "load" if self.config.dataset else "collect"
+        record = self.source.fill(self.replay, self.io, progress=self.progress, desc=desc)
         self.replay.flush()
-        self.data_stats = {
-            "behaviour": c.behaviour,
-            "steps": self.replay.total_steps,
-            "episodes": episode,
-            **return_summary(returns),
-            "seconds": time.perf_counter() - start,
-        }
-        atomic_write_json(stats_file, self.data_stats)
+        self.data_stats = {**record, "seconds": time.perf_counter() - start}
+        atomic_write_json(self.logdir / DATASET_FILE, self.data_stats)
         log.info("dataset: %s", self.data_stats)
         return self.data_stats
 
@@ -417,7 +510,7 @@ class OfflinePretrainer:
             firsts = np.flatnonzero(data["is_first"])[: self.config.start_states]
             starts = encode_start_states(self.model, torch.as_tensor(data["obs"][firsts]))
         info = {
-            "recipe": "offline pretraining (wmsim pretrain)",
+            "recipe": "offline pretraining (wmsim pretrain)" + dataset_origin([self.data_stats]),
             "updates": self.updates,
             "seed": self.config.seed,
             "pretrain_config": {**to_dict(self.config), LOSS_STAGES: self.loss_stages},
@@ -448,6 +541,16 @@ class OfflinePretrainer:
         self.collect()
         self.fit()
         return self.write_bundle()
+
+
+def dataset_origin(records: list[dict[str, Any]]) -> str:
+    """`` on the Minari dataset ID (PATH)``: where a run's data came from, for the bundle's recipe
+    (empty for collected data)."""
+    sources = [r["source"] for r in records if isinstance(r.get("source"), dict)]
+    if not sources:
+        return ""
+    named = ", ".join(f"{s.get('dataset_id')} ({s.get('path')})" for s in sources)
+    return f" on the Minari dataset{'s' if len(sources) > 1 else ''} {named}"
 
 
 def make_pretrainer(config: PretrainConfig, *, progress: bool = True) -> OfflinePretrainer:

@@ -46,6 +46,7 @@ from .bundle_format import (
     file_sha256,
     nonfinite_error,
     read_bundle_config,
+    task_index,
 )
 from .config import WorldModelConfig, from_dict, to_dict
 from .envs import EnvSpec
@@ -152,10 +153,8 @@ class Bundle(BundleHubMixin):
             raise ValueError(f"task={task!r}: {where} is single-task ({self.env_spec.id}); leave task out")
         if self.task is not None:
             raise ValueError(f"{where} is already bound to task {self.task!r}")
-        ids = [t.env_spec.id for t in self.tasks]
-        if task not in self.task_names and task not in ids:
-            raise ValueError(f"unknown task {task!r}: {where} holds the tasks {', '.join(self.task_names)}")
-        index = self.task_names.index(task) if task in self.task_names else ids.index(task)
+        index = task_index(task, self.task_names, [t.env_spec.id for t in self.tasks], where)
+        assert index is not None  # a multi-task bundle: task_index refuses task=None
         entry = self.tasks[index]
         model = self.model.for_task(index)
         if self.start_states.task is None:

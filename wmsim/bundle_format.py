@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
@@ -75,9 +76,12 @@ def read_bundle_config(directory: str | os.PathLike) -> dict[str, Any]:
         )
     onnx = config.get("onnx")
     graphs = onnx.get("graphs") if isinstance(onnx, dict) else None
-    for graph in (graphs or {}).values():
-        if isinstance(graph, dict) and "file" in graph:
-            bundle_file(path, graph["file"], config_path)
+    tasks = onnx.get("tasks") if isinstance(onnx, dict) else None  # a multi-task bundle's graphs
+    for entry in [{"graphs": graphs}, *(tasks.values() if isinstance(tasks, dict) else ())]:
+        records = entry.get("graphs") if isinstance(entry, dict) else None
+        for graph in (records if isinstance(records, dict) else {}).values():
+            if isinstance(graph, dict) and "file" in graph:
+                bundle_file(path, graph["file"], config_path)
     storage = config.get("weights_dtype", "float32")
     if storage not in STORAGE_DTYPE_NAMES:
         raise BundleError(
@@ -108,6 +112,34 @@ def bundle_file(root: Path, name: Any, source: Path | str) -> Path:
             " bundle was tampered with; refusing to open it (get the bundle again from its author)"
         )
     return root.joinpath(*parts)
+
+
+def task_index(
+    task: Any, names: Sequence[str], env_ids: Sequence[str], where: str, env_id: str = ""
+) -> int | None:
+    """Which task of a bundle ``task=`` names: its index in ``names`` (``task`` is a task name, or its env
+    id in ``env_ids``, e.g. ``"dmc/reacher-easy"``), or None for a single-task bundle (``names`` empty)
+    and no ``task``. A ValueError lists the tasks when ``task`` is missing or unknown, or says that the
+    bundle (``where``; ``env_id``: its env) is single-task. Every backend resolves ``task=`` here (the
+    torch one through :meth:`wmsim.Bundle.for_task`, onnxruntime from ``config.json``)."""
+    if task is None:
+        if names:
+            raise ValueError(
+                f"this world model is multi-task: pass task= one of {', '.join(names)}"
+                ' (gym.make("wmsim/Dream", model=..., task=...))'
+            )
+        return None
+    if not isinstance(task, str):
+        raise ValueError(f"task={task!r} must be a task name (a string)")
+    if not names:
+        raise ValueError(
+            f"task={task!r}: {where} is single-task{f' ({env_id})' if env_id else ''}; leave task out"
+        )
+    if task in names:
+        return list(names).index(task)
+    if task in env_ids:
+        return list(env_ids).index(task)
+    raise ValueError(f"unknown task {task!r}: {where} holds the tasks {', '.join(names)}")
 
 
 def nonfinite_error(file: Path, names: list[str]) -> BundleError:

@@ -7,6 +7,11 @@ checked with ``onnx.checker`` (full shape inference), run once through onnxrunti
 model on a small batch, and only then renamed into place; the record (opset, names, shapes, dtypes,
 sha256 of every file) goes into the bundle's ``config.json`` under ``"onnx"``, or into ``onnx.json``
 when the graphs are written to a folder outside the bundle.
+
+A multi-task bundle gets one such set of graphs per task, in a folder per task (``onnx/<task>/``): the
+same export (:func:`export_model`) applied to each task's bundle (:meth:`wmsim.Bundle.for_task`: the
+model bound to the task, same weights, so the graphs take and give the task's real sizes, pad inside
+and hold the task's embedding as a constant).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from .onnx_format import (
     GraphSpec,
     ModelDims,
     graph_specs,
+    task_subdir,
 )
 from .world_model import WorldModel
 
@@ -71,7 +77,8 @@ class _Graph(nn.Module):
         self.deter, self.stoch, self.classes = rssm.deter, rssm.stoch, rssm.classes
 
     def prior_deter(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """The recurrent step of :meth:`wmsim.rssm.RSSM.img_step` on flat features."""
+        """The recurrent step of :meth:`wmsim.rssm.RSSM.img_step` on flat features; ``action`` as the RSSM
+        takes it (:meth:`WorldModel.transition_input`: padded, with the task embedding of a bound model)."""
         rssm = self.model.rssm
         hidden = rssm.img_in(torch.cat([feat[:, self.deter :], action], -1))
         return rssm.gru(hidden, feat[:, : self.deter])
@@ -86,7 +93,7 @@ class TransitionGraph(_Graph):
     def forward(
         self, feat: torch.Tensor, action: torch.Tensor, noise: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        deter = self.prior_deter(feat, action)
+        deter = self.prior_deter(feat, self.model.transition_input(action))
         next_feat = torch.cat([deter, self.sample(self.model.rssm.img_out(deter), noise)], -1)
         reward = self.model.reward(next_feat)
         if self.model.discount_head is None:
@@ -109,7 +116,7 @@ class PosteriorGraph(_Graph):
         noise: torch.Tensor,
     ) -> torch.Tensor:
         keep = (~is_first).to(feat.dtype).unsqueeze(-1)
-        deter = self.prior_deter(feat * keep, action * keep)
+        deter = self.prior_deter(feat * keep, self.model.transition_input(action) * keep)
         if self.model.io.image:
             # WorldModel.prepare_obs with an explicit permutation (the exporter writes movedim as a
             # Transpose with negative axes, which onnx.checker refuses)
@@ -285,6 +292,35 @@ def _verify(module: nn.Module, spec: GraphSpec, bundle: Bundle, file: Path) -> f
     return worst
 
 
+def export_model(
+    bundle: Bundle,
+    specs: dict[str, GraphSpec],
+    folder: Path,
+    base: Path,
+    opset: int = DEFAULT_OPSET,
+    verify: bool = True,
+    policy_exporter: PolicyExporter | None = None,
+) -> dict[str, Any]:
+    """Export the graphs of ``bundle``'s model into ``folder``: a single-task bundle, or one task's bundle
+    of a multi-task one (:meth:`wmsim.Bundle.for_task`); ``specs`` are the graphs' inputs and outputs
+    (:func:`~wmsim.onnx_format.graph_specs` of the model's sizes), ``base`` the folder the recorded file
+    paths are relative to. Returns the record's ``graphs`` entry."""
+    modules: dict[str, nn.Module] = {
+        "transition": TransitionGraph(bundle.model),
+        "posterior": PosteriorGraph(bundle.model),
+        "decoder": DecoderGraph(bundle.model),
+    }
+    if policy_exporter is not None and bundle.has_policy:
+        modules["policy"] = policy_exporter(bundle)
+    graphs: dict[str, Any] = {}
+    for name, module in modules.items():
+        spec = specs[name]
+        entry = export_graph(module, spec, bundle, folder / spec.file_name, opset, verify)
+        entry["file"] = Path(os.path.relpath(folder / spec.file_name, base)).as_posix()
+        graphs[name] = entry
+    return graphs
+
+
 def export_onnx(
     bundle_dir: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -299,10 +335,12 @@ def export_onnx(
         bundle_dir: a bundle directory (it must hold ``model.safetensors``).
         out: where to write the graphs; default ``<bundle>/onnx`` with the record in the bundle's
             ``config.json``. A folder outside the bundle gets the graphs and an ``onnx.json`` record, and
-            the bundle is not touched (pass it as ``onnx_dir=`` to the onnxruntime backend).
+            the bundle is not touched (pass it as ``onnx_dir=`` to the onnxruntime backend). A
+            multi-task bundle's graphs go into a subfolder per task (``onnx/<task>/``).
         opset: the ONNX opset (17 or newer: the GRU's layer norm is one ``LayerNormalization`` node).
         policy_exporter: builds the policy's module when the bundle has a policy (``agents`` gives one);
-            None exports no policy graph.
+            None exports no policy graph. A multi-task bundle's policy is exported with the graphs of the
+            task it learned (its config's ``task``).
         verify: run every graph in onnxruntime against torch before keeping it.
 
     Raises:
@@ -312,35 +350,41 @@ def export_onnx(
     path = Path(bundle_dir)
     if opset < 17:
         raise ValueError(f"opset={opset}: use 17 or newer (LayerNormalization is an operator from 17 on)")
-    read_bundle_config(path)  # a clear error first when the folder is not a bundle
+    config = read_bundle_config(path)  # a clear error first when the folder is not a bundle
     try:
         bundle = load_bundle(path)
     except BundleError as exc:
         raise BundleError(f"cannot export {path} to ONNX: {exc}") from exc
-    if bundle.tasks:
-        raise ValueError(
-            f"cannot export {path} to ONNX: it is a multi-task bundle ({', '.join(bundle.task_names)}), and"
-            " the ONNX graphs and the onnxruntime backend are single-task; dream it with backend='torch'"
-        )
     target = Path(out) if out is not None else path / DEFAULT_SUBDIR
     in_bundle = _inside(target, path)
-    specs = graph_specs(ModelDims.from_config(read_bundle_config(path), path / CONFIG_FILE))
-    modules: dict[str, nn.Module] = {
-        "transition": TransitionGraph(bundle.model),
-        "posterior": PosteriorGraph(bundle.model),
-        "decoder": DecoderGraph(bundle.model),
-    }
-    if policy_exporter is not None and bundle.has_policy:
-        modules["policy"] = policy_exporter(bundle)
-    graphs: dict[str, Any] = {}
-    for name, module in modules.items():
-        spec = specs[name]
-        entry = export_graph(module, spec, bundle, target / spec.file_name, opset, verify)
-        relative = os.path.relpath(target / spec.file_name, path if in_bundle else target)
-        entry["file"] = Path(relative).as_posix()
-        graphs[name] = entry
+    base = path if in_bundle else target
+
+    def graphs_of(
+        task: str | None, unit: Bundle, folder: Path, exporter: PolicyExporter | None
+    ) -> dict[str, Any]:
+        specs = graph_specs(ModelDims.from_config(config, path / CONFIG_FILE, task))
+        return export_model(unit, specs, folder, base, opset, verify, exporter)
+
+    if bundle.tasks:  # one set per task, of the model bound to it; the policy with its own task's
+        policy_task = (bundle.policy_config or {}).get("task")
+        per_task = {
+            name: {
+                "graphs": graphs_of(
+                    name,
+                    bundle.for_task(name),
+                    target / task_subdir(name, index),
+                    policy_exporter if name == policy_task else None,
+                )
+            }
+            for index, name in enumerate(bundle.task_names)
+        }
+        body: dict[str, Any] = {"tasks": per_task}
+        exported = [graph for entry in per_task.values() for graph in entry["graphs"]]
+    else:
+        body = {"graphs": graphs_of(None, bundle, target, policy_exporter)}
+        exported = list(body["graphs"])
     source = {WEIGHTS_FILE: file_sha256(path / WEIGHTS_FILE)}
-    if "policy" in graphs:
+    if "policy" in exported:
         source[POLICY_FILE] = file_sha256(path / POLICY_FILE)
     import onnx
 
@@ -349,7 +393,7 @@ def export_onnx(
         "opset": opset,
         "exported_with": {"wmsim": __version__, "torch": torch.__version__, "onnx": onnx.__version__},
         "source": source,
-        "graphs": graphs,
+        **body,
     }
     if in_bundle:
         config = json.loads((path / CONFIG_FILE).read_text())  # re-read: write back only the new key
@@ -376,12 +420,21 @@ def _inside(folder: Path, bundle: Path) -> bool:
 
 
 def format_record(record: dict[str, Any]) -> str:
-    """The record as a short table: one line per graph with its inputs and outputs."""
+    """The record as a short table: one line per graph with its inputs and outputs (per task for a
+    multi-task bundle)."""
     lines = [f"ONNX opset {record['opset']}:"]
-    for entry in record["graphs"].values():
-        ins = ", ".join(f"{t['name']}{tuple(t['shape'])}" for t in entry["inputs"])
-        outs = ", ".join(f"{t['name']}{tuple(t['shape'])}" for t in entry["outputs"])
-        error = entry.get("max_abs_error")
-        check = f"  (max |ort - torch| {error:.1e})" if error is not None else ""
-        lines.append(f"  {entry['file']}: {ins} -> {outs}{check}")
+    groups = (
+        [(f"  task {name}:", "    ", entry["graphs"]) for name, entry in record["tasks"].items()]
+        if "tasks" in record
+        else [(None, "  ", record["graphs"])]
+    )
+    for title, indent, graphs in groups:
+        if title is not None:
+            lines.append(title)
+        for entry in graphs.values():
+            ins = ", ".join(f"{t['name']}{tuple(t['shape'])}" for t in entry["inputs"])
+            outs = ", ".join(f"{t['name']}{tuple(t['shape'])}" for t in entry["outputs"])
+            error = entry.get("max_abs_error")
+            check = f"  (max |ort - torch| {error:.1e})" if error is not None else ""
+            lines.append(f"{indent}{entry['file']}: {ins} -> {outs}{check}")
     return "\n".join(lines)

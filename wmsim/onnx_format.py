@@ -23,6 +23,16 @@ The record (``config.json`` key ``"onnx"``, or ``onnx.json`` in a folder given t
                                "inputs": [{"name": "feat", "dtype": "float32", "shape": ["batch", 48]}, ...],
                                "outputs": [...], "max_abs_error": 1.2e-07}, ...}}
 
+A multi-task bundle has one set of graphs per task, each of the model bound to that task (the same
+weights, the task's embedding inside as a constant, the task's real observation and action sizes at
+the graph's edge, the padding inside); its record holds ``"tasks"`` instead of ``"graphs"``, each task's
+entry in the single-task structure (a policy graph only in the task its policy learned)::
+
+    {"format_version": 1, "opset": 17, "exported_with": {...}, "source": {...},
+     "tasks": {"cartpole-swingup": {"graphs": {"transition": {"file": "onnx/cartpole-swingup/transition.onnx",
+                                                              ...}, ...}},
+               "reacher-easy": {"graphs": {...}}}}
+
 File paths in a record are relative to the folder that holds the record.
 """
 
@@ -30,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,18 +112,34 @@ class ModelDims:
         return self.deter + self.stoch * self.classes
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], where: Path | str = CONFIG_FILE) -> ModelDims:
+    def from_config(
+        cls, config: dict[str, Any], where: Path | str = CONFIG_FILE, task: str | None = None
+    ) -> ModelDims:
+        """The sizes of the bundle's model, or with ``task`` (a task name of a multi-task bundle) those of
+        the model bound to that task: its real observation and action sizes (``io.tasks``)."""
         try:
             rssm, io = config["model"]["rssm"], config["io"]
+            obs_shape = tuple(int(s) for s in io["obs_shape"])
+            action_size = int(io["action_size"])
+            if task is not None:
+                sizes = {t["name"]: t for t in io["tasks"]["tasks"]}
+                if task not in sizes:
+                    raise BundleError(
+                        f"{where}: io.tasks has no task {task!r} (it has {', '.join(map(str, sizes))}): the"
+                        " bundle is inconsistent (edited by hand, or mixed from two bundles); export it again"
+                    )
+                obs_shape, action_size = (int(sizes[task]["obs_size"]),), int(sizes[task]["action_size"])
             return cls(
                 int(rssm["deter"]),
                 int(rssm["stoch"]),
                 int(rssm["classes"]),
-                int(io["action_size"]),
+                action_size,
                 bool(io["discrete"]),
-                tuple(int(s) for s in io["obs_shape"]),
+                obs_shape,
                 bool(io["image"]),
             )
+        except BundleError:
+            raise
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{where}: the model or io section is incomplete ({exc!r})") from exc
 
@@ -156,18 +183,35 @@ def graph_specs(dims: ModelDims) -> dict[str, GraphSpec]:
 
 
 # ---------------------------------------------------------------------------------------------- records
+def task_subdir(name: str, index: int) -> str:
+    """The folder (under the export's folder) of task ``name``'s graphs: the name itself when it is a
+    plain file name, else ``task<index>``."""
+    plain = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) is not None and len(name) <= 100
+    return name if plain else f"task{index}"
+
+
 @dataclass(frozen=True)
 class OnnxRecord:
-    """Where a bundle's graphs are (``root``: the folder their paths are relative to) and their record."""
+    """Where a bundle's graphs are (``root``: the folder their paths are relative to) and their record;
+    for a multi-task bundle, ``task`` names the task whose graphs :attr:`graphs` gives."""
 
     root: Path
     source: Path  # the file that holds the record (config.json or onnx.json)
     data: dict[str, Any]
+    task: str | None = None
 
     @property
     def graphs(self) -> dict[str, Any]:
-        graphs = self.data.get("graphs")
+        data = self.data
+        if self.task is not None:
+            tasks = data.get("tasks")
+            data = tasks.get(self.task, {}) if isinstance(tasks, dict) else {}
+        graphs = data.get("graphs") if isinstance(data, dict) else None
         return graphs if isinstance(graphs, dict) else {}
+
+    def for_task(self, task: str | None) -> OnnxRecord:
+        """The record of one task's graphs (``task=None``: a single-task bundle's)."""
+        return OnnxRecord(self.root, self.source, self.data, task)
 
     def has(self, name: str) -> bool:
         return name in self.graphs
@@ -177,10 +221,16 @@ class OnnxRecord:
         return bundle_file(self.root, self.graphs[name].get("file"), self.source)
 
 
-def find_record(bundle_dir: Path, config: dict[str, Any], onnx_dir: str | os.PathLike | None) -> OnnxRecord:
+def find_record(
+    bundle_dir: Path, config: dict[str, Any], onnx_dir: str | os.PathLike | None, task: str | None = None
+) -> OnnxRecord:
     """The graphs' record: ``onnx_dir/onnx.json`` when ``onnx_dir`` is given, else the bundle's
-    ``config.json`` key ``"onnx"``. Raises :class:`OnnxGraphError` with the command that makes it."""
+    ``config.json`` key ``"onnx"``; with ``task`` (a task of a multi-task bundle), bound to that task's
+    graphs. The record must fit the bundle: per task for a multi-task bundle (each of its tasks, no other),
+    else single-task, and every file inside its folder. Raises :class:`OnnxGraphError` (a
+    :class:`BundleError` for a file outside the folder) with the command that makes it."""
     fix = f"run `{EXPORT_HINT} {bundle_dir}` (it needs torch) to write them"
+    tasks = [t.get("name") for t in config.get("tasks", []) if isinstance(t, dict)]
     if onnx_dir is not None:
         folder = Path(onnx_dir)
         manifest = folder / RECORD_FILE
@@ -193,29 +243,74 @@ def find_record(bundle_dir: Path, config: dict[str, Any], onnx_dir: str | os.Pat
             data = json.loads(manifest.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise OnnxGraphError(f"{manifest} is not valid JSON ({exc}): {fix}") from exc
-        return _checked(OnnxRecord(folder, manifest, data), fix)
+        fix = f"run `{EXPORT_HINT} {bundle_dir} --out {folder}` (it needs torch) to write them again"
+        return _checked(OnnxRecord(folder, manifest, data), fix, tasks).for_task(task)
     data = config.get(RECORD_KEY)
     if data is None:
         raise OnnxGraphError(
             f"the bundle {bundle_dir} has no ONNX graphs (its {CONFIG_FILE} has no {RECORD_KEY!r} record):"
             f" {fix}, or use backend='torch'"
         )
-    return _checked(OnnxRecord(bundle_dir, bundle_dir / CONFIG_FILE, data), fix)
+    fix = f"re-run `{EXPORT_HINT} {bundle_dir}` (it needs torch) to write them again"
+    return _checked(OnnxRecord(bundle_dir, bundle_dir / CONFIG_FILE, data), fix, tasks).for_task(task)
 
 
-def _checked(record: OnnxRecord, fix: str) -> OnnxRecord:
-    data = record.data
-    if not isinstance(data, dict) or not isinstance(data.get("graphs"), dict):
-        raise OnnxGraphError(f"{record.source}: the ONNX record is malformed (no 'graphs'): {fix}")
+def _checked(record: OnnxRecord, fix: str, tasks: list[Any]) -> OnnxRecord:
+    """``record`` when it fits a bundle of ``tasks`` (empty: single-task), else an error naming the
+    problem and ``fix``."""
+    data, where = record.data, record.source
+    if not isinstance(data, dict):
+        raise OnnxGraphError(f"{where}: the ONNX record is malformed (not an object): {fix}")
     if data.get("format_version") != RECORD_VERSION:
         raise OnnxGraphError(
-            f"{record.source}: ONNX record version {data.get('format_version')!r}; this wmsim reads"
+            f"{where}: ONNX record version {data.get('format_version')!r}; this wmsim reads"
             f" version {RECORD_VERSION}: {fix}"
         )
-    for name, graph in record.graphs.items():
-        if not isinstance(graph, dict):
-            raise OnnxGraphError(f"{record.source}: the ONNX record of graph {name!r} is malformed: {fix}")
-        record.path(name)  # refuses a file outside the folder before anything opens it
+    per_task = data.get("tasks")
+    if not tasks:
+        if per_task is not None:
+            raise OnnxGraphError(
+                f"{where}: the ONNX record holds graphs per task ({', '.join(map(str, per_task))}), but"
+                f" this bundle is single-task: the record was copied from a multi-task bundle; {fix}"
+            )
+        if not isinstance(data.get("graphs"), dict):
+            raise OnnxGraphError(f"{where}: the ONNX record is malformed (no 'graphs'): {fix}")
+        views = [record]
+    else:
+        listed = ", ".join(map(str, tasks))
+        if per_task is None:
+            raise OnnxGraphError(
+                f"{where}: the ONNX record is single-task, but this bundle is multi-task ({listed}) and"
+                f" needs graphs per task: the record was copied from another bundle; {fix}"
+            )
+        if not isinstance(per_task, dict):
+            raise OnnxGraphError(f"{where}: the ONNX record's 'tasks' is malformed (not an object): {fix}")
+        missing = [t for t in tasks if t not in per_task]
+        if missing:
+            raise OnnxGraphError(
+                f"{where}: the ONNX record has no graphs of task(s) {missing} (it has"
+                f" {', '.join(map(str, per_task)) or 'none'}; the bundle's tasks are {listed}): the export is"
+                f" incomplete or of another bundle; {fix}"
+            )
+        extra = [t for t in per_task if t not in tasks]
+        if extra:
+            raise OnnxGraphError(
+                f"{where}: the ONNX record has graphs of task(s) {extra} that this bundle does not hold"
+                f" (its tasks are {listed}): the record is of another bundle; {fix}"
+            )
+        for name in tasks:
+            entry = per_task[name]
+            if not isinstance(entry, dict) or not isinstance(entry.get("graphs"), dict):
+                raise OnnxGraphError(
+                    f"{where}: the ONNX record of task {name!r} is malformed (no 'graphs'): {fix}"
+                )
+        views = [record.for_task(name) for name in tasks]
+    for view in views:
+        for name, graph in view.graphs.items():
+            if not isinstance(graph, dict):
+                of = f" of task {view.task!r}" if view.task is not None else ""
+                raise OnnxGraphError(f"{where}: the ONNX record of graph {name!r}{of} is malformed: {fix}")
+            view.path(name)  # refuses a file outside the folder before anything opens it
     return record
 
 
@@ -225,9 +320,11 @@ def check_io(
     found_outputs: list[tuple[str, str, list[Any]]],
     spec: GraphSpec,
     fix: str,
+    subject: str = "this bundle",
 ) -> None:
-    """Compare a graph's actual inputs/outputs (``(name, ort type string, shape)``) with ``spec``; raise
-    :class:`OnnxGraphError` naming the file, each difference and ``fix``."""
+    """Compare a graph's actual inputs/outputs (``(name, ort type string, shape)``) with ``spec`` (the
+    graph ``subject``, a bundle or one of its tasks, implies); raise :class:`OnnxGraphError` naming the
+    file, each difference and ``fix``."""
     problems: list[str] = []
     for what, found, wanted in (
         ("inputs", found_inputs, spec.inputs),
@@ -240,11 +337,12 @@ def check_io(
         for (name, type_str, shape), want in zip(found, wanted, strict=True):
             if type_str != ORT_TYPES[want.dtype] or not _shape_matches(shape, want.shape):
                 got = f"{type_str} {tuple(shape)}"
-                problems.append(f"{what[:-1]} {name}: {got} where this bundle implies {want.describe()}")
+                problems.append(f"{what[:-1]} {name}: {got} where {subject} implies {want.describe()}")
     if problems:
+        origin = "another model or task" if subject != "this bundle" else "another model"
         raise OnnxGraphError(
-            f"{file} does not fit this bundle ({'; '.join(problems[:4])}): it was exported from another"
-            f" model (or copied in by hand); {fix}"
+            f"{file} does not fit {subject} ({'; '.join(problems[:4])}): it was exported from {origin}"
+            f" (or copied in by hand); {fix}"
         )
 
 

@@ -14,9 +14,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse
         help="export a bundle's world model (and policy) to ONNX for the onnxruntime dream backend",
         description="Write transition.onnx (latent step + reward and termination heads), posterior.onnx"
         " (encoder + posterior step), decoder.onnx and, when the bundle has a policy, policy.onnx into"
-        " BUNDLE_DIR/onnx and record them in BUNDLE_DIR/config.json. Each graph is checked with"
-        " onnx.checker and compared with torch before it is kept. Then make the dream with"
-        " backend='onnxruntime' (torch is not needed there).",
+        " BUNDLE_DIR/onnx and record them in BUNDLE_DIR/config.json. A multi-task bundle gets one set"
+        " per task (BUNDLE_DIR/onnx/<task>/, the model bound to the task: its real observation and action"
+        " sizes). Each graph is checked with onnx.checker and compared with torch before it is kept. Then"
+        " make the dream with backend='onnxruntime' (and task=... for a multi-task bundle; torch is not"
+        " needed there).",
     )
     p.add_argument("bundle", metavar="BUNDLE_DIR", help="a bundle directory (or a known model name)")
     p.add_argument(
@@ -33,21 +35,33 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse
 
 
 def run(args: argparse.Namespace) -> int:
+    from wmsim.bundle_format import read_bundle_config
     from wmsim.onnx_export import export_onnx, format_record, record_path
     from wmsim.registry import resolve_model_dir
 
+    from ..dreamerv2.agent import POLICY_KIND
     from ..onnx_policy import policy_module
 
     bundle_dir = resolve_model_dir(args.bundle)
+    exporter = None if args.no_policy else policy_module
+    policy = read_bundle_config(bundle_dir).get("policy")
+    kind = policy.get("kind") if isinstance(policy, dict) else None
+    if exporter is not None and kind is not None and kind != POLICY_KIND:
+        print(
+            f"the bundle's policy is of kind {kind!r}, which has no policy graph yet: exporting the"
+            " world model's graphs only"
+        )
+        exporter = None
     record = export_onnx(
         bundle_dir,
         args.out,
         opset=args.opset,
-        policy_exporter=None if args.no_policy else policy_module,
+        policy_exporter=exporter,
         verify=not args.no_verify,
     )
     print(format_record(record))
     location = record_path(bundle_dir, args.out)
     hint = f" (pass onnx_dir={args.out!r})" if location.name == "onnx.json" else ""
-    print(f"recorded in {location}{hint}; dream with gym.make(..., backend='onnxruntime')")
+    task = ", task=..." if "tasks" in record else ""
+    print(f"recorded in {location}{hint}; dream with gym.make(..., backend='onnxruntime'{task})")
     return 0

@@ -1,4 +1,6 @@
-"""``wmsim pretrain``: fit a world model on an offline dataset gathered by a behaviour policy."""
+"""``wmsim pretrain``: fit a world model on an offline dataset gathered by a behaviour policy (or read
+from a Minari dataset); ``wmsim add-data`` grows such a dataset, ``wmsim export-dataset`` writes it out
+in Minari's format."""
 
 from __future__ import annotations
 
@@ -18,9 +20,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse
     p = sub.add_parser(
         "pretrain",
         help="pretrain a world model on offline data (random, scripted or mixed behaviour)",
-        description="Collect --data_steps real steps with a behaviour policy, fit the world model for"
-        " --updates steps and write LOGDIR/bundle. Run the same command again to resume. With --tasks"
-        " (several env ids) one multi-task model is fitted on the data of every task (docs/multitask.md).",
+        description="Collect --data_steps real steps with a behaviour policy (or, with --dataset, read the"
+        " episodes of a Minari dataset), fit the world model for --updates steps and write LOGDIR/bundle."
+        " Run the same command again to resume. With --tasks (several env ids) one multi-task model is"
+        " fitted on the data of every task (docs/multitask.md).",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--preset", default="small", help="world-model preset: small (default), tiny, atari, ...")
@@ -39,7 +42,26 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse
     a.add_argument("--epsilon", type=float, default=0.1, help="probability of a random action per step")
     a.add_argument("--seed", type=int, default=1, help="seed of the first episode and of the exploration")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
-    return {"pretrain": run, "add-data": run_add_data}
+    e = sub.add_parser(
+        "export-dataset",
+        help="write a pretraining run's dataset as Minari datasets (one per task)",
+        description="Write the offline dataset of the `wmsim pretrain` run in LOGDIR in Minari's format"
+        " (Farama's standard for offline RL): DIR becomes a Minari root (MINARI_DATASETS_PATH) holding the"
+        " dataset wmsim/<task>/<behaviour>-v0; a multi-task run writes one such root per task, DIR/<task>."
+        " `wmsim pretrain --dataset DIR` fits a model on it. Needs the minari package"
+        " (pip install 'wmsim[minari]').",
+    )
+    e.add_argument("logdir", help="the --logdir of a `wmsim pretrain` run")
+    e.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) folder for the dataset(s)")
+    return {"pretrain": run, "add-data": run_add_data, "export-dataset": run_export}
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..datasets import export_run
+
+    for done in export_run(args.logdir, args.out):
+        print(f"{done.task}: {done.dataset_id}, {done.episodes} episodes, {done.steps} steps -> {done.root}")
+    return 0
 
 
 def run_add_data(args: argparse.Namespace) -> int:
@@ -75,9 +97,11 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     trainer = make_pretrainer(config, progress=not args.quiet)
     stats = trainer.collect()
+    sources = [stats.get("source"), *(t.get("source") for t in stats.get("tasks", {}).values())]
+    origin = ", ".join(f"{s['dataset_id']} ({s['path']})" for s in sources if isinstance(s, dict))
     print(
         f"dataset: {stats['steps']} steps, {stats['episodes']} episodes,"
-        f" mean return {stats['episode_return_mean']:.2f}"
+        f" mean return {stats['episode_return_mean']:.2f}" + (f"; from Minari: {origin}" if origin else "")
     )
     for added in stats.get("additions", []):
         print(

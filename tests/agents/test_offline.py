@@ -246,3 +246,14 @@ def test_add_data_grows_the_dataset_with_a_dream_trained_policy(
     assert "would evict the oldest data" in capsys.readouterr().err
     assert main(["add-data", str(tmp_path / "none"), "--policy", str(dreamed), "--steps", "10"]) == 2
     assert "holds no pretraining run" in capsys.readouterr().err
+
+
+def test_a_run_that_gathered_nothing_takes_other_settings(tmp_path: Path) -> None:
+    """A refusal before any data (here an unknown --init_from) leaves only the settings behind; the
+    corrected command then starts the run in the same --logdir. Once data exists, the settings hold."""
+    args = ["pretrain", "--preset", "tiny", "--env", "CartPole-v1", "--data_steps", "100", "--seq_len", "8"]
+    args += ["--updates", "1", "--logdir", str(tmp_path / "run"), "--quiet"]
+    assert main([*args, "--init_from", "NoSuchModel"]) == 2
+    assert (tmp_path / "run" / "pretrain_config.json").exists()
+    assert main(args) == 0
+    assert main([*args, "--behaviour", "random"]) == 2

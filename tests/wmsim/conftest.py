@@ -71,3 +71,18 @@ def exported(
         folders[name] = Path(shutil.copytree(bundle.path, root / name))
         export_onnx(folders[name])
     return folders
+
+
+@pytest.fixture(scope="session")
+def multitask_exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny two-task bundle of test_multitask.py (cartpole-swingup: 5 observations, 1 action;
+    reacher-easy: 6 and 2) with its ONNX graphs exported, one set per task: a bundle directory both
+    backends dream each task from."""
+    from test_multitask import save_multitask, tiny_model
+
+    from wmsim.onnx_export import export_onnx
+
+    directory = tmp_path_factory.mktemp("multitask-onnx") / "bundle"
+    save_multitask(directory, tiny_model())
+    export_onnx(directory)
+    return directory

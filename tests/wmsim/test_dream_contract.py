@@ -1,7 +1,8 @@
 """The dream environments' contract, run on both backends from the same arguments: spaces and metadata,
 seeding, the autoreset modes, the observation modes, frames, errors, the real-env wrapper, the SB3
-adapter and the Gymnasium ids. Each test takes ``backend`` ("torch" or "onnxruntime") and a bundle
-directory with exported graphs, so both backends get exactly the same kwargs."""
+adapter and the Gymnasium ids, and the task dreams of a multi-task bundle. Each test takes ``backend``
+("torch" or "onnxruntime") and a bundle directory with exported graphs, so both backends get exactly
+the same kwargs."""
 
 from __future__ import annotations
 
@@ -414,3 +415,105 @@ def test_sb3_dict_observations_train_a_multi_input_policy(backend: str, exported
     assert obs["decoded"].shape == (2, 64, 64, 1) and obs["decoded"].dtype == np.uint8
     action, _ = agent.predict(obs, deterministic=True)
     assert action.shape == (2,)
+
+
+# ---------------------------------------------------------------------------------------------- multi-task
+#: The tasks of the tiny multi-task bundle (conftest's ``multitask_exported``): (task=, obs, action);
+#: a task is named by its name or its env id.
+TASKS = [("cartpole-swingup", 5, 1), ("dmc/reacher-easy", 6, 2)]
+
+
+@pytest.mark.parametrize(("task", "obs", "action"), TASKS)
+def test_a_task_dream_speaks_the_tasks_real_spaces(
+    backend: str, task: str, obs: int, action: int, multitask_exported: Path
+) -> None:
+    path = str(multitask_exported)
+    for obs_mode in ("latent", "decoded"):
+        env = gym.make("wmsim/Dream", model=path, task=task, backend=backend, obs_mode=obs_mode, seed=0)
+        assert isinstance(env.unwrapped, DreamEnv) and env.unwrapped.backend == backend
+        check_env(env.unwrapped, skip_render_check=True)
+        sb3_check_env(env.unwrapped, warn=False)
+        assert env.action_space == gym.spaces.Box(-1.0, 1.0, (action,), np.float32)
+        if obs_mode == "decoded":
+            assert env.observation_space.shape == (obs,)
+    vec = DreamVectorEnv(path, 3, backend=backend, task=task, obs_mode="dict")
+    reference = DreamVectorEnv(path, 3, task=task, obs_mode="dict")  # torch
+    assert vec.observation_space == reference.observation_space
+    assert vec.action_space == reference.action_space
+    assert vec.time_limit == reference.time_limit == 500  # the task env's
+    assert _bank(vec) == _bank(reference) and len(_bank(vec)) == 3  # the task's start states
+
+
+@pytest.mark.parametrize(("task", "obs", "action"), TASKS)
+def test_task_dreams_batch_autoreset_and_feed_sb3(
+    backend: str, task: str, obs: int, action: int, multitask_exported: Path
+) -> None:
+    path = str(multitask_exported)
+    vec = gym.make_vec(
+        "wmsim/Dream",
+        num_envs=5,
+        model=path,
+        task=task,
+        backend=backend,
+        obs_mode="decoded",
+        time_limit=2,
+        autoreset_mode=AutoresetMode.SAME_STEP,
+        seed=0,
+    )
+    assert isinstance(vec, DreamVectorEnv) and vec.backend == backend
+    assert vec.single_observation_space.shape == (obs,) and vec.single_action_space.shape == (action,)
+    decoded, _ = vec.reset(seed=0)
+    assert decoded.shape == (5, obs)
+    rng = np.random.default_rng(0)
+    elapsed = np.zeros(5, int)
+    for _ in range(4):
+        decoded, reward, terminated, truncated, info = vec.step(_random_actions(vec, rng))
+        assert decoded.shape == (5, obs) and reward.shape == (5,)
+        elapsed += 1
+        done = terminated | truncated
+        assert done[elapsed >= 2].all()  # the time limit always ends the episode
+        for i in np.flatnonzero(done):
+            assert vec.single_observation_space.contains(info["final_obs"][i])
+        elapsed[done] = 0
+    with pytest.raises(ValueError, match=r"shape \(5, 3\); this dream expects \(5, " + str(action)):
+        vec.step(np.zeros((5, 3), np.float32))  # the padded size is not the task's
+    venv = DreamSB3VecEnv(path, 4, backend=backend, task=task, time_limit=2, seed=0)
+    assert venv.action_space.shape == (action,)
+    venv.reset()
+    elapsed = np.zeros(4, int)
+    for _ in range(4):
+        venv.step_async(np.zeros((4, action), np.float32))
+        latent, rewards, dones, infos = venv.step_wait()
+        assert latent.shape == (4, venv.dream.sim.dims.feat_size) and rewards.shape == (4,)
+        elapsed += 1
+        assert dones[elapsed >= 2].all()
+        assert [bool(d) for d in dones] == ["terminal_observation" in info for info in infos]
+        elapsed[dones] = 0
+
+
+def test_the_real_env_of_a_task_through_its_posterior(backend: str, multitask_exported: Path) -> None:
+    from wmsim.envs import EnvSpec
+
+    real = make_env(EnvSpec.from_id("dmc/reacher-easy", obs_type="state"))
+    env = LatentObservation(real, multitask_exported, backend=backend, task="reacher-easy", seed=0)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    for _ in range(3):
+        obs, *_ = env.step(real.action_space.sample())
+        assert env.observation_space.contains(obs)
+    env.close()
+
+
+def test_task_errors_are_the_same_on_both_backends(
+    backend: str, multitask_exported: Path, exported: dict[str, Path]
+) -> None:
+    cases = [
+        (multitask_exported, None, r"multi-task: pass task= one of cartpole-swingup, reacher-easy \(gym"),
+        (multitask_exported, "walker-walk", "unknown task 'walker-walk': bundle .* holds the tasks"),
+        (exported["cartpole"], "reacher-easy", r"single-task \(gym/CartPole-v1\); leave task out"),
+    ]
+    for path, task, message in cases:
+        with pytest.raises(ValueError, match=message):
+            gym.make("wmsim/Dream", model=str(path), task=task, backend=backend)
+        with pytest.raises(ValueError, match=message):
+            gym.make_vec("wmsim/Dream", num_envs=2, model=str(path), task=task, backend=backend)

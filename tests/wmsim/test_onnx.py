@@ -5,6 +5,8 @@ itself runs on both backends in test_dream_contract.py."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -404,3 +406,293 @@ def test_bad_time_limits_and_observations_get_the_torch_backends_errors(
     with pytest.raises(ValueError) as torch_error:
         DreamVectorEnv(cartpole_bundle, 2, seed=0).reset(options={"observation": real})
     assert str(ort_error.value) == str(torch_error.value)
+
+
+# ---------------------------------------------------------------------------------------------- multi-task
+#: The tasks of the tiny multi-task bundle (conftest's ``multitask_exported``): (name, obs, action).
+TASKS = (("cartpole-swingup", 5, 1), ("reacher-easy", 6, 2))
+
+
+def _edited_copy(path: Path, folder: Path, change: object) -> Path:
+    """A copy of the bundle at ``path`` whose config.json's ONNX record ``change(record)`` edited."""
+    copy = Path(shutil.copytree(path, folder))
+    config = json.loads((copy / "config.json").read_text())
+    change(config["onnx"])  # type: ignore[operator]
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy
+
+
+def test_a_multi_task_export_records_one_set_of_graphs_per_task(multitask_exported: Path) -> None:
+    from wmsim.onnx_export import format_record
+
+    config = json.loads((multitask_exported / "config.json").read_text())
+    record = config["onnx"]
+    assert "graphs" not in record and list(record["tasks"]) == [name for name, _, _ in TASKS]
+    assert record["source"]["model.safetensors"] == config["checksums"]["model.safetensors"]
+    for name, obs, action in TASKS:
+        graphs = record["tasks"][name]["graphs"]
+        assert set(graphs) == {"transition", "posterior", "decoder"}
+        transition = graphs["transition"]
+        assert transition["file"] == f"onnx/{name}/transition.onnx"
+        # the task's real sizes at the graph's edge (the model pads to 6 and 2 inside), no task input
+        assert [(t["name"], t["shape"]) for t in transition["inputs"]] == [
+            ("feat", ["batch", 48]),
+            ("action", ["batch", action]),
+            ("noise", ["batch", 4, 4]),
+        ]
+        assert graphs["posterior"]["inputs"][3]["shape"] == ["batch", obs]
+        assert graphs["decoder"]["outputs"][0]["shape"] == ["batch", obs]
+        for entry in graphs.values():
+            onnx.checker.check_model(str(multitask_exported / entry["file"]), full_check=True)
+            assert entry["max_abs_error"] <= 1e-4  # compared with torch at export
+    text = format_record(record)
+    assert "task reacher-easy:" in text and "onnx/reacher-easy/decoder.onnx" in text
+    assert load_bundle(multitask_exported).task_names == [name for name, _, _ in TASKS]  # still loads
+
+
+def test_a_multi_task_export_to_another_folder(tmp_path: Path, multitask_exported: Path) -> None:
+    path = Path(shutil.copytree(multitask_exported, tmp_path / "bundle"))
+    shutil.rmtree(path / "onnx")
+    config = json.loads((path / "config.json").read_text())
+    del config["onnx"]
+    (path / "config.json").write_text(json.dumps(config))
+    export_onnx(path, tmp_path / "graphs")
+    assert json.loads((path / "config.json").read_text()) == config  # the bundle untouched
+    record = json.loads((tmp_path / "graphs" / RECORD_FILE).read_text())
+    assert record["tasks"]["reacher-easy"]["graphs"]["decoder"]["file"] == "reacher-easy/decoder.onnx"
+    with pytest.raises(OnnxGraphError, match="has no ONNX graphs"):
+        ort_dream(path, task="reacher-easy")
+    vec = ort_dream(path, 3, task="reacher-easy", onnx_dir=tmp_path / "graphs", seed=0)
+    assert vec.single_action_space.shape == (2,)
+    vec.reset(seed=0)
+    vec.step(np.zeros((3, 2), np.float32))
+
+
+@pytest.mark.parametrize(("task", "obs", "action"), TASKS)
+def test_each_tasks_graphs_follow_torch(task: str, obs: int, action: int, multitask_exported: Path) -> None:
+    """From the same start states with the same actions and noise, a task's graphs give what the torch
+    model bound to that task gives: features, rewards and continue probabilities over 50 steps, decoded
+    observations and the posterior."""
+    bound = load_bundle(multitask_exported).for_task(task)
+    model, rssm = bound.model, bound.model.config.rssm
+    ort = OrtModel(multitask_exported, device="cpu", task=f"dmc/{task}")  # the env id works too
+    assert ort.task == task and ort.dims.obs_shape == (obs,) and ort.dims.action_size == action
+    assert len(ort.bank) == len(bound.start_states) == 3  # the task's start states only
+    rng = np.random.default_rng(0)
+    batch = 8
+    index = rng.integers(len(bound.start_states), size=batch)
+    state = bound.start_states.state(torch.as_tensor(index), rssm.classes)
+    feat = ort.bank[index]
+    np.testing.assert_array_equal(feat, _feat(state))  # the same start states
+    for _ in range(50):
+        vectors = rng.uniform(-1, 1, (batch, action)).astype(np.float32)
+        noise = rng.random((batch, rssm.stoch, rssm.classes), dtype=np.float32)
+        with torch.no_grad():
+            state, reward, cont = model.step(state, torch.as_tensor(vectors), noise=torch.as_tensor(noise))
+        feat, ort_reward, ort_cont = ort.run("transition", {"feat": feat, "action": vectors, "noise": noise})
+        assert np.abs(feat - _feat(state)).max() <= 1e-4
+        np.testing.assert_array_equal(_classes(feat, bound), _classes(_feat(state), bound))
+        assert np.abs(ort_reward - reward.numpy()).max() <= 1e-4
+        assert np.abs(ort_cont - cont.numpy()).max() <= 1e-4
+    decoded = ort.run("decoder", {"feat": feat})[0]
+    with torch.no_grad():
+        want = model.decode(torch.as_tensor(feat)).numpy()
+    assert decoded.shape == want.shape == (batch, obs) and np.abs(decoded - want).max() <= 1e-4
+    real = bound.start_states.obs[torch.as_tensor(index)].numpy()
+    is_first = np.arange(batch) % 2 == 0
+    noise = rng.random((batch, rssm.stoch, rssm.classes), dtype=np.float32)
+    feeds = {"feat": _feat(state), "action": vectors, "is_first": is_first, "obs": real, "noise": noise}
+    got = ort.run("posterior", feeds)[0]
+    with torch.no_grad():
+        post, _ = model.obs_step(
+            state,
+            torch.as_tensor(vectors),
+            torch.as_tensor(real),
+            torch.as_tensor(is_first),
+            noise=(torch.rand(batch, rssm.stoch, rssm.classes), torch.as_tensor(noise)),
+        )
+    assert np.abs(got - _feat(post)).max() <= 1e-4
+    np.testing.assert_array_equal(_classes(got, bound), _classes(_feat(post), bound))
+
+
+@pytest.mark.parametrize(("task", "obs", "action"), TASKS)
+def test_task_dreams_agree_across_backends_fed_the_same_noise(
+    task: str, obs: int, action: int, multitask_exported: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the envs' API: the same start bank, spaces and time limit on both backends, and, fed the
+    torch generator's latent noise, the same decoded observations and rewards step after step."""
+    kwargs: dict[str, object] = {"task": task, "obs_mode": "dict", "autoreset": "disabled", "seed": 0}
+    torch_vec = DreamVectorEnv(multitask_exported, 4, **kwargs)  # type: ignore[arg-type]
+    ort_vec = ort_dream(multitask_exported, 4, **kwargs)
+    np.testing.assert_array_equal(ort_vec.sim.start_features(), torch_vec.sim.start_features())
+    assert ort_vec.time_limit == torch_vec.time_limit == 500  # the task env's
+    assert ort_vec.single_action_space == torch_vec.single_action_space
+    assert ort_vec.single_observation_space == torch_vec.single_observation_space
+    assert ort_vec.single_observation_space["decoded"].shape == (obs,)  # type: ignore[index]
+    first, _ = torch_vec.reset(seed=0)
+    ort_vec.reset(seed=0, options={"reset_mask": np.ones(4, bool)})
+    ort_vec.sim._set_feat(np.ones(4, bool), first["latent"])  # type: ignore[attr-defined]
+    generator = torch_vec.sim.generator  # type: ignore[attr-defined]
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        saved = generator.get_state()
+        noise = torch.rand(4, 4, 4, generator=generator).numpy()  # what the torch step draws next
+        generator.set_state(saved)
+        monkeypatch.setattr(ort_vec.sim.model, "noise", lambda rng, batch, noise=noise: noise)
+        actions = rng.uniform(-1, 1, (4, action)).astype(np.float32)
+        want, want_reward, *_ = torch_vec.step(actions)
+        got, got_reward, *_ = ort_vec.step(actions)
+        assert np.abs(got["latent"] - want["latent"]).max() <= 1e-4
+        assert np.abs(got["decoded"] - want["decoded"]).max() <= 1e-4
+        assert np.abs(got_reward - want_reward).max() <= 1e-4
+
+
+def test_task_arguments_are_resolved_as_on_torch(multitask_exported: Path, pendulum_bundle: Bundle) -> None:
+    assert pendulum_bundle.path is not None
+    cases = [
+        (multitask_exported, None, "multi-task: pass task= one of cartpole-swingup, reacher-easy"),
+        (multitask_exported, "walker-walk", "unknown task 'walker-walk'.*cartpole-swingup, reacher-easy"),
+        (multitask_exported, 3, "task=3 must be a task name"),
+        (pendulum_bundle.path, "walker-walk", r"single-task \(gym/Pendulum-v1\); leave task out"),
+    ]
+    for path, task, message in cases:
+        with pytest.raises(ValueError, match=message) as ort_error:
+            ort_dream(path, task=task)
+        with pytest.raises(ValueError) as torch_error:
+            DreamVectorEnv(path, task=task)
+        assert str(ort_error.value) == str(torch_error.value)  # one resolution, the same words
+
+
+def test_a_tasks_graph_file_outside_the_bundle_is_refused(tmp_path: Path, multitask_exported: Path) -> None:
+    def outside(record: dict) -> None:
+        record["tasks"]["reacher-easy"]["graphs"]["decoder"]["file"] = "../elsewhere/decoder.onnx"
+
+    path = _edited_copy(multitask_exported, tmp_path / "bundle", outside)
+    for task in ("reacher-easy", "cartpole-swingup"):  # refused whichever task is dreamed
+        with pytest.raises(BundleError, match=re.escape("'../elsewhere/decoder.onnx', which is not a path")):
+            ort_dream(path, task=task)
+    with pytest.raises(BundleError, match="which is not a path inside"):
+        load_bundle(path)  # the strict reader refuses the bundle on either backend
+    # the same in a record written with --out
+    graphs = Path(shutil.copytree(multitask_exported / "onnx", tmp_path / "graphs"))
+    record = json.loads((multitask_exported / "config.json").read_text())["onnx"]
+    outside(record)
+    (graphs / RECORD_FILE).write_text(json.dumps(record))
+    with pytest.raises(BundleError, match="which is not a path inside the bundle folder"):
+        ort_dream(multitask_exported, task="cartpole-swingup", onnx_dir=graphs)
+
+
+def test_records_that_do_not_fit_the_tasks_are_refused(
+    tmp_path: Path, multitask_exported: Path, exported: dict[str, Path]
+) -> None:
+    def missing(record: dict) -> None:
+        del record["tasks"]["reacher-easy"]
+
+    path = _edited_copy(multitask_exported, tmp_path / "missing", missing)
+    with pytest.raises(
+        OnnxGraphError, match=r"no graphs of task\(s\) \['reacher-easy'\].*re-run `wmsim export-onnx"
+    ):
+        ort_dream(path, task="cartpole-swingup")  # an incomplete record is refused as a whole
+
+    def extra(record: dict) -> None:
+        record["tasks"]["walker-walk"] = record["tasks"]["reacher-easy"]
+
+    path = _edited_copy(multitask_exported, tmp_path / "extra", extra)
+    with pytest.raises(OnnxGraphError, match=r"graphs of task\(s\) \['walker-walk'\] that this bundle"):
+        ort_dream(path, task="reacher-easy")
+    single = json.loads((exported["pendulum"] / "config.json").read_text())["onnx"]
+    multi = json.loads((multitask_exported / "config.json").read_text())["onnx"]
+
+    def replaced(by: dict) -> object:
+        return lambda record: (record.clear(), record.update(by))
+
+    path = _edited_copy(multitask_exported, tmp_path / "single", replaced(single))
+    with pytest.raises(OnnxGraphError, match=r"single-task, but this bundle is multi-task .*graphs per task"):
+        ort_dream(path, task="reacher-easy")
+    path = _edited_copy(exported["pendulum"], tmp_path / "pendulum", replaced(multi))
+    with pytest.raises(OnnxGraphError, match=r"graphs per task \(cartpole-swingup, reacher-easy\), but this"):
+        ort_dream(path)
+
+
+def test_a_graph_that_does_not_fit_its_task_is_refused(tmp_path: Path, multitask_exported: Path) -> None:
+    path = Path(shutil.copytree(multitask_exported, tmp_path / "bundle"))
+    shutil.copy(path / "onnx" / "reacher-easy" / "transition.onnx", path / "onnx" / "cartpole-swingup")
+    with pytest.raises(OnnxGraphError) as error:
+        ort_dream(path, task="cartpole-swingup")
+    message = str(error.value)
+    assert "cartpole-swingup/transition.onnx does not fit task 'cartpole-swingup' of this bundle" in message
+    assert "input action: tensor(float) ('batch', 2) where task 'cartpole-swingup' of this bundle" in message
+    assert "implies action float32 (batch, 1)" in message and f"re-run `wmsim export-onnx {path}`" in message
+    ort_dream(path, task="reacher-easy").reset(seed=0)  # the other task's graphs are untouched
+
+    def swapped(record: dict) -> None:  # the record points a task at another task's graph
+        decoder = record["tasks"]["cartpole-swingup"]["graphs"]["decoder"]
+        decoder["file"] = "onnx/reacher-easy/decoder.onnx"
+
+    path = _edited_copy(multitask_exported, tmp_path / "swapped", swapped)
+    with pytest.raises(
+        OnnxGraphError, match=r"reacher-easy/decoder\.onnx does not fit task 'cartpole-swingup'"
+    ):
+        ort_dream(path, task="cartpole-swingup", obs_mode="decoded")
+
+
+MULTI_TASK_TORCH_FREE = """
+import json, sys
+import gymnasium as gym
+import numpy as np
+from gymnasium.utils.env_checker import check_env
+import wmsim
+
+path = sys.argv[1]
+out = {}
+for task, obs, action in (("cartpole-swingup", 5, 1), ("dmc/reacher-easy", 6, 2)):
+    env = gym.make("wmsim/Dream", model=path, task=task, backend="onnxruntime", obs_mode="decoded")
+    check_env(env.unwrapped, skip_render_check=True)
+    assert env.observation_space.shape == (obs,) and env.action_space.shape == (action,)
+    vec = gym.make_vec("wmsim/Dream", num_envs=4, model=path, task=task, backend="onnxruntime", seed=0)
+    vec.reset(seed=0)
+    latent, reward, *_ = vec.step(vec.action_space.sample())
+    out[task] = [list(latent.shape), float(reward.sum())]
+try:
+    gym.make("wmsim/Dream", model=path, backend="onnxruntime")
+except ValueError as error:
+    out["no task"] = str(error)
+out["modules"] = sorted(m for m in sys.modules if m.split(".")[0] == "torch")
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("python", ["torch-blocked", ".venv-onnx"])
+def test_task_dreams_run_without_torch(python: str, multitask_exported: Path, tmp_path: Path) -> None:
+    """A multi-task bundle's task dreams on onnxruntime where torch cannot be imported (this Python with
+    torch blocked) or is not installed (the ``wmsim[onnx]`` venv of tests/wmsim/test_install.py)."""
+    if python == ".venv-onnx":
+        interpreter = ROOT / ".venv-onnx" / "bin" / "python"
+        if not interpreter.is_file():
+            pytest.skip(f"no torch-free venv at {interpreter} (scripts/setup.sh builds it)")
+        command = [str(interpreter), "-c", MULTI_TASK_TORCH_FREE]
+    else:
+        block = (
+            "import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'torch':\n"
+            "            raise ImportError('torch is blocked in this test')\n"
+            "sys.meta_path.insert(0, Block())\n"
+        )
+        command = [sys.executable, "-c", block + MULTI_TASK_TORCH_FREE]
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": ""}
+    done = subprocess.run(
+        [*command, str(multitask_exported)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["cartpole-swingup"][0] == [4, 48] and report["dmc/reacher-easy"][0] == [4, 48]
+    assert "multi-task: pass task= one of cartpole-swingup, reacher-easy" in report["no task"]
+    assert report["modules"] == []

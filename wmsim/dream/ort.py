@@ -12,6 +12,9 @@ seed and actions give the same trajectory. The streams differ from the torch bac
 generator draws other numbers), so the two backends agree in distribution, and exactly when fed the
 same noise (see ``tests/wmsim/test_onnx.py``).
 
+A multi-task bundle is dreamed one task at a time (``task=``, resolved as on torch): the task's graphs
+(exported per task), its real spaces, time limit and start states.
+
 :class:`OrtPolicy` plays a bundle's exported policy on latent observations.
 """
 
@@ -25,14 +28,17 @@ import gymnasium as gym
 import numpy as np
 
 from ..bundle_format import (
+    CONFIG_FILE,
     START_STATES_FILE,
     WEIGHTS_FILE,
     BundleError,
     file_sha256,
     nonfinite_error,
     read_bundle_config,
+    task_index,
 )
 from ..envs.spaces import space_from_dict
+from ..envs.spec import EnvSpec
 from ..onnx_format import (
     EXPORT_HINT,
     GraphSpec,
@@ -90,6 +96,8 @@ class OrtModel:
         onnx_dir: a folder written by ``wmsim export-onnx BUNDLE --out DIR`` (default: the graphs the
             bundle's ``config.json`` records).
         threads: onnxruntime's intra-op threads (default: onnxruntime's choice).
+        task: the task of a multi-task bundle (required there; a name or its env id, resolved as the
+            torch backend does): its graphs, real spaces, time limit and start states.
     """
 
     def __init__(
@@ -100,33 +108,52 @@ class OrtModel:
         providers: list[Any] | None = None,
         onnx_dir: str | os.PathLike | None = None,
         threads: int | None = None,
+        task: str | None = None,
     ) -> None:
         self.path = resolve_model_dir(model)
         self.config = read_bundle_config(self.path)
-        if self.config.get("tasks") or "tasks" in self.config.get("io", {}):
-            names = [t.get("name") for t in self.config.get("tasks", []) if isinstance(t, dict)]
-            raise BundleError(
-                f"{self.path} is a multi-task bundle ({', '.join(map(str, names))}): the onnxruntime backend"
-                " runs single-task bundles only; use backend='torch' with task=..."
-            )
-        self.dims = ModelDims.from_config(self.config, self.path)
+        #: The index and name of the multi-task bundle's task these graphs are of, or None.
+        self.task_index, entry = self._task_entry(task)
+        self.task: str | None = str(entry["name"]) if entry is not None else None
+        self.dims = ModelDims.from_config(self.config, self.path / CONFIG_FILE, self.task)
         self.specs = graph_specs(self.dims)
-        self.record: OnnxRecord = find_record(self.path, self.config, onnx_dir)
+        self.record: OnnxRecord = find_record(self.path, self.config, onnx_dir, self.task)
         self.fix = (
             f"re-run `{EXPORT_HINT} {self.path}"
             + (f" --out {onnx_dir}`" if onnx_dir is not None else "`")
             + " to write graphs that match it"
         )
+        self.subject = f"task {self.task!r} of this bundle" if self.task is not None else "this bundle"
         if onnx_dir is not None:
             self._check_source()
         self.providers = onnxruntime_providers(device, providers)
         self.threads = threads
-        self.observation_space = space_from_dict(self.config["spaces"]["observation"])
-        self.action_space = space_from_dict(self.config["spaces"]["action"])
-        env = self.config.get("env", {})
+        #: The JSON spaces of the dream: the bundle's, or the task's real ones.
+        self.spaces: dict[str, Any] = entry["spaces"] if entry is not None else self.config["spaces"]
+        self.observation_space = space_from_dict(self.spaces["observation"])
+        self.action_space = space_from_dict(self.spaces["action"])
+        env = entry["env"] if entry is not None else self.config.get("env", {})
         self.time_limit: int | None = env.get("time_limit") if isinstance(env, dict) else None
         self.bank = self._load_start_states()
         self._sessions: dict[str, Any] = {}
+
+    def _task_entry(self, task: Any) -> tuple[int | None, dict[str, Any] | None]:
+        """The index and ``config.json`` entry of ``task`` (None, None for a single-task bundle), resolved
+        by :func:`~wmsim.bundle_format.task_index` as the torch backend resolves it."""
+        where = self.path / CONFIG_FILE
+        tasks = self.config.get("tasks", [])
+        if not isinstance(tasks, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("spaces"), dict) and isinstance(t.get("env"), dict)
+            for t in tasks
+        ):
+            raise BundleError(f"{where}: 'tasks' must be a list of task entries (name, env, spaces)")
+        try:
+            ids = [EnvSpec.from_dict(t["env"]).id for t in [self.config, *tasks]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{where}: an env description is invalid ({exc})") from exc
+        names = [str(t.get("name")) for t in tasks]
+        index = task_index(task, names, ids[1:], f"bundle {self.path}", ids[0])
+        return index, (tasks[index] if index is not None else None)
 
     def _check_source(self) -> None:
         """Graphs exported to another folder must be those of this bundle's weights: compare the
@@ -163,7 +190,7 @@ class OrtModel:
                 " changed after saving; download or export the bundle again"
             )
         d = self.dims
-        deter, stoch = tensors.get("deter"), tensors.get("stoch")
+        deter, stoch, task = tensors.get("deter"), tensors.get("stoch"), tensors.get("task")
         if (
             deter is None
             or stoch is None
@@ -181,6 +208,14 @@ class OrtModel:
             raise nonfinite_error(file, ["deter"])
         if len(stoch) and (stoch.min() < 0 or stoch.max() >= d.classes):
             raise BundleError(f"{file}: stoch class indices outside [0, classes)")
+        if self.task_index is not None:  # the bank of one task: the rows of its index
+            if task is None or task.shape != (len(deter),) or task.dtype != np.int64:
+                raise BundleError(
+                    f"{file} does not match its config.json: a multi-task bundle's start states need a"
+                    " task tensor int64 (N,); re-export the bundle"
+                )
+            rows = task == self.task_index
+            deter, stoch = deter[rows], stoch[rows]
         one_hot = np.eye(d.classes, dtype=np.float32)[stoch].reshape(len(stoch), -1)
         return np.concatenate([deter, one_hot], 1).astype(np.float32)
 
@@ -196,12 +231,17 @@ class OrtModel:
 
         spec: GraphSpec = self.specs[name]
         if not self.record.has(name):
+            policy = self.config.get("policy")
+            learned = policy.get("task") if isinstance(policy, dict) else None
             why = (
-                "the bundle had no policy when it was exported (or --no-policy was given)"
+                f"the bundle's policy learned task {learned!r}, whose graphs hold it"
+                if name == "policy" and self.task is not None and learned not in (None, self.task)
+                else "the bundle had no policy when it was exported (or --no-policy was given)"
                 if name == "policy"
                 else "the export is incomplete"
             )
-            raise OnnxGraphError(f"{self.record.source} records no {name} graph ({why}): {self.fix}")
+            of = f" of task {self.task!r}" if self.task is not None else ""
+            raise OnnxGraphError(f"{self.record.source} records no {name} graph{of} ({why}): {self.fix}")
         file = self.record.path(name)
         if not file.is_file():
             raise OnnxGraphError(f"{file} is missing: {self.fix}")
@@ -218,7 +258,8 @@ class OrtModel:
         def describe(values: list[Any]) -> list[tuple[str, str, list[Any]]]:
             return [(v.name, v.type, list(v.shape)) for v in values]
 
-        check_io(file, describe(session.get_inputs()), describe(session.get_outputs()), spec, self.fix)
+        found = describe(session.get_inputs()), describe(session.get_outputs())
+        check_io(file, *found, spec, self.fix, self.subject)
         recorded = self.record.graphs[name].get("sha256")
         if hashlib.sha256(data).hexdigest() != recorded:
             raise OnnxGraphError(
@@ -267,7 +308,9 @@ class OrtSimulator(DreamBackend):
     Takes the keyword arguments of the torch backend (``device``: ``"auto"`` picks CUDA when this
     onnxruntime has it; ``dtype``: only ``"float32"``, the graphs' precision), plus ``providers``
     (onnxruntime execution providers, overriding ``device``), ``onnx_dir`` (graphs exported with
-    ``--out``) and ``threads`` (onnxruntime's intra-op threads).
+    ``--out``) and ``threads`` (onnxruntime's intra-op threads). ``task=`` picks the task of a
+    multi-task bundle (required there), as on torch: the dream runs that task's graphs and speaks its
+    real spaces.
     """
 
     name = "onnxruntime"
@@ -291,21 +334,16 @@ class OrtSimulator(DreamBackend):
     ) -> None:
         num_envs = check_num_envs(num_envs)
         check_time_limit(time_limit)
-        if task is not None:
-            raise ValueError(
-                f"task={task!r}: the onnxruntime backend runs single-task bundles only; dream the tasks of a"
-                " multi-task bundle with backend='torch'"
-            )
         if dtype != "float32":
             raise ValueError(
                 f"dtype={dtype!r}: the onnxruntime backend runs the exported float32 graphs; use"
                 " dtype='float32' (or backend='torch' for bfloat16/float16)"
             )
         self.model = OrtModel(
-            model, device=str(device), providers=providers, onnx_dir=onnx_dir, threads=threads
+            model, device=str(device), providers=providers, onnx_dir=onnx_dir, threads=threads, task=task
         )
         self.dims = self.model.dims
-        self.spaces = self.model.config["spaces"]
+        self.spaces = self.model.spaces
         self.bank_size = len(self.model.bank)
         first = self.model.providers[0]
         self.device = "cuda" if (first[0] if isinstance(first, tuple) else first) == CUDA else "cpu"
@@ -401,7 +439,9 @@ class OrtSimulator(DreamBackend):
 class OrtPolicy:
     """The bundle's exported policy (``policy.onnx``) on latent observations ``(B, F)``: returns actions
     of the env's action space, ``(B,)`` int64 or ``(B, A)`` float32. ``mode=True`` takes the most likely
-    action (tanh of the mean for continuous actions); otherwise actions are sampled with ``seed``."""
+    action (tanh of the mean for continuous actions); otherwise actions are sampled with ``seed``.
+    ``task``: for a multi-task bundle, the task whose graphs hold the policy (default: the task its
+    policy learned)."""
 
     def __init__(
         self,
@@ -411,11 +451,15 @@ class OrtPolicy:
         providers: list[Any] | None = None,
         onnx_dir: str | os.PathLike | None = None,
         seed: int | None = None,
+        task: str | None = None,
     ) -> None:
+        if not isinstance(model, OrtModel) and task is None:
+            policy = read_bundle_config(resolve_model_dir(model)).get("policy")
+            task = policy.get("task") if isinstance(policy, dict) else None
         self.model = (
             model
             if isinstance(model, OrtModel)
-            else OrtModel(model, device=device, providers=providers, onnx_dir=onnx_dir)
+            else OrtModel(model, device=device, providers=providers, onnx_dir=onnx_dir, task=task)
         )
         self.model.session("policy")
         self.rng = np.random.default_rng(seed)

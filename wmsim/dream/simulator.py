@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..bundle import Bundle
+from ..bundle_format import task_index
 from ..devices import resolve_device
 from ..envs import space_from_dict
 from ..onnx_format import ModelDims
@@ -45,16 +46,10 @@ def bundle_for_task(bundle: Bundle, task: str | None) -> Bundle:
     none."""
     if bundle.task is not None and task in (None, bundle.task):
         return bundle
-    if task is None:
-        if bundle.tasks:
-            raise ValueError(
-                f"this world model is multi-task: pass task= one of {', '.join(bundle.task_names)}"
-                ' (gym.make("wmsim/Dream", model=..., task=...))'
-            )
-        return bundle
-    if not isinstance(task, str):
-        raise ValueError(f"task={task!r} must be a task name (a string)")
-    return bundle.for_task(task)
+    where = f"bundle {bundle.path}" if bundle.path is not None else "this bundle"
+    ids = [t.env_spec.id for t in bundle.tasks]
+    index = task_index(task, bundle.task_names, ids, where, bundle.env_spec.id)
+    return bundle if index is None else bundle.for_task(bundle.task_names[index])
 
 
 class DreamSimulator(DreamBackend):

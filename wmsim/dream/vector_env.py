@@ -78,7 +78,8 @@ class DreamVectorEnv(gym.vector.VectorEnv):
         render_mode: None or ``"rgb_array"`` (decoded frames, one per sub-env).
         seed: seeds start-state draws and latent sampling (also ``reset(seed=...)``).
         task: the task to dream, for a multi-task bundle (required there; the spaces are that task's
-            real, unpadded ones); a bundle without tasks refuses it. Torch backend only.
+            real, unpadded ones); a bundle without tasks refuses it. Both backends (onnxruntime runs
+            the task's exported graphs).
         providers, onnx_dir, threads: onnxruntime only (execution providers, graphs exported with
             ``--out``, intra-op threads).
 
