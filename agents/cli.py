@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -80,7 +81,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         help="with --dream: the task of a multi-task bundle to learn (e.g. walker-walk)",
     )
     p.add_argument(
-        "--pwm-preset", default="pwm", choices=["pwm", "tiny"], help="with --learner pwm: its settings"
+        "--pwm-preset",
+        default="pwm",
+        choices=["pwm", "pwm_cpu", "tiny"],
+        help="with --learner pwm: its settings (pwm: the paper's; pwm_cpu: 2 critic passes per update)",
     )
     p.add_argument(
         "--dream-replay",
@@ -156,6 +160,13 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
         help="store the returns in the bundle's transfer.json under KEY and refresh its card",
     )
     p.add_argument("--label", default=None, help="with --record: how the card names this policy")
+    p.add_argument(
+        "--record-in",
+        default=None,
+        metavar="BUNDLE_DIR",
+        help="with --record: store the returns in this bundle's transfer.json and card instead (the"
+        " model the evaluated policy learned in, e.g. a multi-task model; its model must be the same)",
+    )
 
 
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
@@ -375,18 +386,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _record_transfer(args: argparse.Namespace, result: dict) -> None:
+    """``--record KEY``: the returns into ``transfer.json`` of the evaluated bundle, or of ``--record-in``
+    (which must hold the same model). A task of a multi-task model is recorded as ``TASK/KEY``."""
     from wmsim.card import record_transfer, write_card
     from wmsim.registry import resolve_model
 
     bundle = resolve_model(args.model)
-    if bundle.path is None:
+    target = resolve_model(args.record_in) if args.record_in else bundle
+    if target.path is None:
         raise ValueError("--record writes into the bundle folder: pass a bundle directory")
-    command = "wmsim " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["eval"] else ""
-    record_transfer(
-        bundle.path, args.record, args.label or result["policy"], result["returns"], command, args.seed
+    if args.record_in and not _same_weights(target.model, bundle.model):
+        raise ValueError(
+            f"--record-in {args.record_in}: its world model is not the one of {args.model} (other"
+            " settings or weights); record into the bundle whose dream the policy learned in"
+        )
+    command = "wmsim " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["eval"] else ""
+    task = result.get("task")
+    key = f"{task}/{args.record}" if task else args.record
+    label = args.label or result["policy"]
+    record_transfer(target.path, key, label, result["returns"], command, args.seed, task=task)
+    write_card(target.path)
+    print(f"recorded {key!r} in {target.path / 'transfer.json'} and the card")
+
+
+def _same_weights(a: Any, b: Any) -> bool:
+    """Whether two world models hold the same settings and the same weights."""
+    first, second = a.state_dict(), b.state_dict()
+    return (
+        a.config == b.config
+        and first.keys() == second.keys()
+        and all(first[k].shape == second[k].shape and bool((first[k] == second[k]).all()) for k in first)
     )
-    write_card(bundle.path)
-    print(f"recorded in {bundle.path / 'transfer.json'} and the card")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -416,12 +446,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         context=args.context,
         horizon=args.horizon,
         max_steps=args.max_steps,
-        figure=out / "openloop.png",
+        figure=out / (f"openloop-{bundle.task}.png" if bundle.task else "openloop.png"),
         behaviour=args.behaviour,
     )
-    atomic_write_text(out / "openloop.json", result.to_json())
+    record = out / "openloop.json"
+    if bundle.task:  # a task of a multi-task model: one entry per task in the same file
+        previous = json.loads(record.read_text()) if record.is_file() else {}
+        tasks = previous.get("tasks", {}) if isinstance(previous, dict) else {}
+        tasks[bundle.task] = json.loads(result.to_json())
+        atomic_write_text(record, json.dumps({"tasks": tasks}, indent=1))
+    else:
+        atomic_write_text(record, result.to_json())
     print(format_table(result))
-    print(f"wrote {out / 'openloop.png'} and {out / 'openloop.json'}")
+    figure = out / (f"openloop-{bundle.task}.png" if bundle.task else "openloop.png")
+    print(f"wrote {figure} and {record}" + (f" (task {bundle.task})" if bundle.task else ""))
     return 0
 
 

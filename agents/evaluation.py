@@ -134,6 +134,7 @@ def evaluate_policy_in_real(
     return {
         "policy": name,
         "env": bundle.env_spec.id,
+        **({"task": bundle.task} if bundle.task else {}),
         "returns": returns,
         "mean": float(np.mean(returns)),
         "std": float(np.std(returns)),

@@ -107,9 +107,12 @@ class PWMConfig:
             raise ValueError("actor_units and critic_units must be one or more positive layer sizes")
 
 
-#: ``pwm``: PWM's settings; ``tiny``: small networks and short rollouts for tests and quick checks.
+#: ``pwm``: PWM's settings; ``pwm_cpu``: the same with 2 critic passes per update instead of 8 (the
+#: critics' minibatch steps are about 85% of an update's arithmetic; 2.5-3x the updates per CPU-second,
+#: docs/multitask.md measures both); ``tiny``: small networks and short rollouts for tests.
 PWM_PRESETS: dict[str, PWMConfig] = {
     "pwm": PWMConfig(),
+    "pwm_cpu": PWMConfig(critic_iterations=2),
     "tiny": PWMConfig(
         horizon=4,
         num_envs=16,
@@ -123,7 +126,7 @@ PWM_PRESETS: dict[str, PWMConfig] = {
 
 
 def pwm_preset(name: str) -> PWMConfig:
-    """The settings of a named preset (``pwm`` or ``tiny``)."""
+    """The settings of a named preset (``pwm``, ``pwm_cpu`` or ``tiny``)."""
     return PWM_PRESETS[check_choice("pwm preset", name, PWM_PRESETS)]
 
 

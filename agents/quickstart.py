@@ -25,6 +25,7 @@ from stable_baselines3.common.vec_env import VecMonitor
 
 from wmsim.config import check_at_least
 from wmsim.dream.sb3 import DreamSB3VecEnv
+from wmsim.dream.simulator import bundle_for_task
 from wmsim.registry import resolve_model
 
 from .sb3 import RealEvaluation, evaluate_in_real
@@ -40,6 +41,7 @@ class QuickstartConfig:
         default="CartPole",
         metadata={"help": "pretrained name (Pong, CartPole, Pendulum, CartpoleSwingup) or bundle"},
     )
+    task: str = field(default="", metadata={"help": "the task of a multi-task model (its name or env id)"})
     steps: int = field(default=0, metadata={"help": "PPO steps in the dream (0: the model's default)"})
     num_envs: int = field(default=16, metadata={"help": "batched dreams"})
     obs_mode: str = field(
@@ -118,7 +120,7 @@ def obs_mode_for(config: QuickstartConfig, image: bool) -> str:
 
 
 def run_quickstart(config: QuickstartConfig, *, progress: bool = True) -> QuickstartResult:
-    bundle = resolve_model(config.env)
+    bundle = bundle_for_task(resolve_model(config.env), config.task or None)
     name = bundle.env_spec.id
     steps = config.steps or DEFAULT_STEPS.get(name, 100_000)
     obs_mode = obs_mode_for(config, bundle.model.io.image)

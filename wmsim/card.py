@@ -44,8 +44,10 @@ def record_transfer(
     returns: list[float],
     command: str = "",
     seed: int | None = None,
+    task: str | None = None,
 ) -> Path:
-    """Add (or replace) one policy's real-env returns in the bundle's ``transfer.json``."""
+    """Add (or replace) one policy's real-env returns in the bundle's ``transfer.json`` (``task``: the
+    task of a multi-task model they were played in)."""
     path = Path(directory) / TRANSFER_FILE
     data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"results": {}}
     mean = sum(returns) / len(returns)
@@ -58,6 +60,7 @@ def record_transfer(
         "returns": [float(r) for r in returns],
         "seed": seed,
         "command": command,
+        **({"task": task} if task else {}),
     }
     atomic_write_text(path, json.dumps(data, indent=2))
     return path
@@ -121,14 +124,14 @@ def build_card(
         EvalResult(
             task_type="reinforcement-learning",
             task_name="reinforcement-learning",
-            dataset_type=env_id,
-            dataset_name=env_id,
+            dataset_type=_result_env(result, config, env_id),
+            dataset_name=_result_env(result, config, env_id),
             metric_type="mean_reward",
             metric_name=f"mean_reward ({result['label']})",
             metric_value=f"{result['mean']:.2f} +/- {result['std']:.2f}",
         )
         for key, result in (transfer or {}).get("results", {}).items()
-        if key not in BASELINES
+        if key.rsplit("/", 1)[-1] not in BASELINES
     ]
     data = ModelCardData(
         license=LICENSE,
@@ -160,7 +163,7 @@ def build_card(
         " that steps in latent space,"
         " batched on a GPU or CPU.",
         "## Usage\n\n```python\n" + usage_snippet(name, repo_id, env_id, str(shown), first_task) + "\n```",
-        _tasks_section(tasks),
+        _tasks_section(tasks, config.get("info", {}).get("dataset")),
         _model_section(config),
         _training_section(config),
         _fidelity_section(openloop),
@@ -200,16 +203,24 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _tasks_section(tasks: list[dict[str, Any]]) -> str:
-    """A table of a multi-task model's tasks: name, real env and spaces (pass ``task=NAME``)."""
+def _tasks_section(tasks: list[dict[str, Any]], dataset: Any = None) -> str:
+    """A table of a multi-task model's tasks: name, real env, spaces (pass ``task=NAME``) and, where the
+    bundle records its dataset, each task's data: steps, behaviour and mean episode return."""
     if not tasks:
         return ""
-    rows = ["| task | env | observation | action |", "|---|---|---|---|"]
+    data = dataset.get("tasks", {}) if isinstance(dataset, dict) else {}
+    rows = [
+        "| task | env | observation | action | data steps | data behaviour | data return |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for task in tasks:
         obs, action = task["spaces"]["observation"], task["spaces"]["action"]
+        record = data.get(task["name"], {})
+        mean = record.get("episode_return_mean")
         rows.append(
             f"| `{task['name']}` | `{env_id_of(task)}` | vector {tuple(obs.get('shape', []))} |"
-            f" continuous ({(action.get('shape') or ['?'])[0]}) |"
+            f" continuous ({(action.get('shape') or ['?'])[0]}) | {record.get('steps', '')} |"
+            f" {record.get('behaviour', '')} | {'' if mean is None else f'{mean:.1f}'} |"
         )
     return (
         "## Tasks\n\nOne model for every task below: observations and actions are zero-padded to the"
@@ -285,6 +296,8 @@ def _training_section(config: dict[str, Any]) -> str:
 def _fidelity_section(openloop: dict[str, Any] | None) -> str:
     if not openloop:
         return "## Fidelity\n\nNot measured yet: `wmsim evaluate BUNDLE` writes `openloop.json`."
+    if "tasks" in openloop:
+        return _task_fidelity_section(openloop["tasks"])
     objects = openloop.get("object_recall") is not None
     header = "| horizon | obs MSE | repeat-last | reward MAE | repeat-last | termination acc. | repeat-last |"
     if objects:
@@ -315,6 +328,27 @@ def _fidelity_section(openloop: dict[str, Any] | None) -> str:
     )
 
 
+def _task_fidelity_section(tasks: dict[str, Any]) -> str:
+    """Open-loop errors of a multi-task model, a row per task (``wmsim evaluate BUNDLE --task T``)."""
+    shown = [h for h in (1, 5, 15) if all(h <= r["horizon"] for r in tasks.values())]
+    cells = " | ".join(f"obs MSE {h} (repeat-last)" for h in shown)
+    rows = [
+        f"| task | windows | {cells} | reward MAE {shown[-1] if shown else ''} (repeat-last) |",
+        "|---" * (3 + len(shown)) + "|",
+    ]
+    for name, r in tasks.items():
+        mse = " | ".join(f"{r['obs_mse'][h - 1]:.4g} ({r['obs_mse_baseline'][h - 1]:.4g})" for h in shown)
+        last = shown[-1] - 1 if shown else 0
+        rows.append(
+            f"| `{name}` | {r['windows']} | {mse} |"
+            f" {r['reward_mae'][last]:.3g} ({r['reward_mae_baseline'][last]:.3g}) |"
+        )
+    return (
+        "## Fidelity\n\nOpen-loop predictions on held-out real episodes of each task, against repeating"
+        " the last observation and reward (steps ahead in the column names):\n\n" + "\n".join(rows)
+    )
+
+
 #: What the DreamerV2 paper (Hafner et al., 2021) reports on the same task, to quote beside our figures.
 #: DreamerV2 learns online; an offline-pretrained model's real steps are those of its dataset.
 PUBLISHED_SCORES: dict[str, str] = {
@@ -328,8 +362,18 @@ PUBLISHED_SCORES: dict[str, str] = {
 }
 
 
+def _result_env(result: dict[str, Any], config: dict[str, Any], default: str) -> str:
+    """The real env a ``transfer.json`` result was played in: its task's env, or the bundle's."""
+    for task in config.get("tasks") or []:
+        if task["name"] == result.get("task"):
+            return env_id_of(task)
+    return default
+
+
 def _transfer_section(transfer: dict[str, Any] | None, env_id: str = "") -> str:
     results = (transfer or {}).get("results", {})
+    if any("task" in result for result in results.values()):
+        return _task_transfer_section(results)
     published = f"\n\n{PUBLISHED_SCORES[env_id]}" if env_id in PUBLISHED_SCORES else ""
     if not results:
         return (
@@ -352,6 +396,22 @@ def _transfer_section(transfer: dict[str, Any] | None, env_id: str = "") -> str:
         else ""
     )
     return f"## Transfer\n\nReturns in the real environment (seeded episodes):\n\n{table}{note}{published}"
+
+
+def _task_transfer_section(results: dict[str, Any]) -> str:
+    """The real-env returns of a multi-task model's policies, task by task (results keyed
+    ``TASK/KEY``), baselines beside them."""
+    rows = ["| task | policy | real-env return | episodes | command |", "|---|---|---|---|---|"]
+    for result in sorted(results.values(), key=lambda r: r.get("task", "")):
+        command = f"`{result['command']}`" if result.get("command") else ""
+        rows.append(
+            f"| `{result.get('task', '')}` | {result['label']} | {result['mean']:.2f} +/- {result['std']:.2f}"
+            f" | {result['episodes']} | {command} |"
+        )
+    return (
+        "## Transfer\n\nReturns in each task's real environment (seeded episodes); the random policy is a"
+        " baseline, not a result of this model (nor in its `model-index`):\n\n" + "\n".join(rows)
+    )
 
 
 def _media_section(path: Path) -> str:

@@ -85,6 +85,13 @@ PRETRAINED: dict[str, PretrainedModel] = {
             "dmc/cartpole-swingup",
             "dm_control cartpole-swingup from states; offline scripted+random data",
         ),
+        PretrainedModel(
+            "DMCMultiTask",
+            "wmsim/dmc-multitask-states-dreamerv2",
+            "v0.1.0",
+            "dmc: 10 tasks",
+            "one model of 10 dm_control tasks from states (task=...); offline random and scripted data",
+        ),
     )
     if (SHIPPED_DIR / entry.name / "config.json").is_file()
 }

@@ -110,6 +110,21 @@ def test_cli_pretrains_multitask_learns_with_pwm_and_evaluates(tmp_path: Path, c
     assert policy.policy_config is not None and policy.policy_config["task"] == "reacher-easy"
     assert policy.task_names == bundle.task_names
     assert cli_main(["eval", str(out), "--episodes", "1"]) == 0
+    # the task's figures recorded in the multi-task bundle the policy learned in, and its card
+    evaluate = ["evaluate", str(logdir / "bundle"), "--task", "reacher-easy", "--episodes", "2"]
+    assert cli_main([*evaluate, "--horizon", "5", "--context", "2"]) == 0
+    assert set(json.loads((logdir / "bundle" / "openloop.json").read_text())["tasks"]) == {"reacher-easy"}
+    record = ["eval", str(out), "--episodes", "1", "--record", "pwm_dream", "--record-in"]
+    assert cli_main([*record, str(logdir / "bundle")]) == 0
+    baseline = ["eval", str(logdir / "bundle"), "--task", "reacher-easy", "--random", "--episodes", "1"]
+    assert cli_main([*baseline, "--record", "random"]) == 0
+    results = json.loads((logdir / "bundle" / "transfer.json").read_text())["results"]
+    assert set(results) == {"reacher-easy/pwm_dream", "reacher-easy/random"}
+    assert results["reacher-easy/pwm_dream"]["task"] == "reacher-easy"
+    card = (logdir / "bundle" / "README.md").read_text()
+    assert "| `reacher-easy` | PWM policy (reacher-easy) |" in card and "| data behaviour |" in card
+    assert "| `reacher-easy` | " in card.split("## Fidelity")[1]  # the task's open-loop row
+    assert cli_main([*record, "CartPole"]) == 2  # another model: refused, nothing written there
     replay = [
         "--dream-replay",
         str(logdir / "replay" / "reacher-easy"),
@@ -143,6 +158,9 @@ def test_cli_pretrains_multitask_learns_with_pwm_and_evaluates(tmp_path: Path, c
     assert load_bundle(dv2).policy_config["task"] == "reacher-easy"  # type: ignore[index]
     assert cli_main(["eval", str(dv2), "--episodes", "1"]) == 0
     assert cli_main(["add-data", str(logdir), "--policy", str(out), "--steps", "5"]) == 2  # not yet
+    quickstart = ["quickstart", "--env", str(logdir / "bundle"), "--out", str(tmp_path / "q"), "--quiet"]
+    assert cli_main(quickstart) == 2  # which task: refused before any work
+    assert cli_main([*quickstart, "--task", "walker-walk"]) == 2  # not one of its tasks
     # SB3 in the task's dream and in its real env, the baselines of a comparison
     from agents.sb3 import evaluate_in_real, train_in_dream
 
