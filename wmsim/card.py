@@ -97,7 +97,11 @@ def usage_snippet(
             f"{make}  # a dream of {env_id}",
             "obs, info = env.reset(seed=0)",
             "obs, reward, terminated, truncated, info = env.step(env.action_space.sample())",
-            f"{vec}  # batched, on the GPU when there is one",
+            *(
+                ["# batched, on the GPU when there is one", vec]
+                if task
+                else [f"{vec}  # batched, on the GPU when there is one"]
+            ),
         ]
     )
 
