@@ -360,6 +360,11 @@ def _train_pwm(args: argparse.Namespace, config: TrainConfig, bundle: Any) -> in
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_policy_in_real
 
+    if args.record_in and not args.record:
+        raise ValueError(
+            "--record-in BUNDLE_DIR says where --record KEY stores the returns: pass --record too"
+        )
+
     result = evaluate_policy_in_real(
         args.model,
         sb3=args.sb3,

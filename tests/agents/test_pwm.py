@@ -125,6 +125,7 @@ def test_cli_pretrains_multitask_learns_with_pwm_and_evaluates(tmp_path: Path, c
     assert "| `reacher-easy` | PWM policy (reacher-easy) |" in card and "| data behaviour |" in card
     assert "| `reacher-easy` | " in card.split("## Fidelity")[1]  # the task's open-loop row
     assert cli_main([*record, "CartPole"]) == 2  # another model: refused, nothing written there
+    assert cli_main(["eval", str(out), "--record-in", str(logdir / "bundle")]) == 2  # no --record
     replay = [
         "--dream-replay",
         str(logdir / "replay" / "reacher-easy"),
